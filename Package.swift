@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Refract: exact, fast decomposition of Vision Transformer image representations.
+// One target per concern; see docs/Architecture.md.
+let package = Package(
+    name: "Refract",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "Refract", targets: ["RefractCLIP"]),
+        .executable(name: "refract", targets: ["refract"]),
+        .executable(name: "refract-bench", targets: ["refract-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // Thin C shims over libjpeg-turbo and libpng (setjmp-based error handling cannot live in Swift).
+        .target(
+            name: "CRefractCodecs",
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]
+        ),
+        // Float32 tensors, BLAS (OpenBLAS loaded at run time on Linux, Accelerate on macOS), kernels, .npy I/O.
+        .target(
+            name: "RefractTensor",
+            linkerSettings: [.linkedLibrary("dl", .when(platforms: [.linux])),
+                             .linkedFramework("Accelerate", .when(platforms: [.macOS]))]
+        ),
+        // safetensors (strict), model directories, Hugging Face cache and downloader, hashing.
+        .target(
+            name: "RefractCheckpoint",
+            dependencies: ["RefractTensor", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // Image decoding (JPEG, PNG) and checkpoint-tied preprocessing (PIL-compatible resize).
+        .target(name: "RefractImage", dependencies: ["CRefractCodecs", "RefractTensor"]),
+        // CLIP byte-level BPE tokenizer (open_clip and transformers flavours).
+        .target(name: "RefractTokenizer", resources: [.copy("Resources")]),
+        // CLIP model definitions, loading, encoders, zero-shot classifier.
+        .target(
+            name: "RefractCLIP",
+            dependencies: ["RefractTensor", "RefractCheckpoint", "RefractImage", "RefractTokenizer"]
+        ),
+        .executableTarget(
+            name: "refract",
+            dependencies: ["RefractCLIP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP"]),
+
+        .testTarget(name: "RefractTensorTests", dependencies: ["RefractTensor"]),
+        .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint"]),
+        .testTarget(name: "RefractImageTests", dependencies: ["RefractImage"]),
+        .testTarget(name: "RefractTokenizerTests", dependencies: ["RefractTokenizer"]),
+        .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP"]),
+        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP"]),
+    ]
+)
