@@ -13,7 +13,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Thin C shims over libjpeg-turbo and libpng (setjmp-based error handling cannot live in Swift).
@@ -27,10 +26,10 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dl", .when(platforms: [.linux])),
                              .linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
-        // safetensors (strict), model directories, Hugging Face cache and downloader, hashing.
+        // safetensors (strict), model directories, Hugging Face cache and downloader, SHA-256.
         .target(
             name: "RefractCheckpoint",
-            dependencies: ["RefractTensor", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["RefractTensor"]
         ),
         // Image decoding (JPEG, PNG) and checkpoint-tied preprocessing (PIL-compatible resize).
         .target(name: "RefractImage", dependencies: ["CRefractCodecs", "RefractTensor"]),

@@ -1,0 +1,1 @@
+// \(t) (work in progress)

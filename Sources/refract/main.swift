@@ -1,0 +1,2 @@
+import RefractCLIP
+print("refract")
