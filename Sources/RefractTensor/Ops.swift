@@ -1,0 +1,210 @@
+// MARK: - Tensor operations
+//
+// Shape-checked wrappers over the kernels, used by model definitions. Each returns a new tensor.
+
+import Foundation
+
+public enum Ops {
+    /// y[M,N] = x[M,K] · Wᵀ + b, with W stored [N,K] (torch.nn.Linear layout).
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        precondition(x.rank == 2 && weight.rank == 2 && x.shape[1] == weight.shape[1],
+                     "linear: x \(x.shape) vs weight \(weight.shape)")
+        let m = x.shape[0], k = x.shape[1], n = weight.shape[0]
+        var y = Tensor(zeros: [m, n])                                        // [M, N]
+        let beta: Float
+        if let bias {
+            precondition(bias.shape == [n], "linear: bias \(bias.shape), expected [\(n)]")
+            y.data.withUnsafeMutableBufferPointer { yp in
+                bias.data.withUnsafeBufferPointer { bp in
+                    for r in 0..<m { (yp.baseAddress! + r * n).update(from: bp.baseAddress!, count: n) }
+                }
+            }
+            beta = 1
+        } else {
+            beta = 0
+        }
+        x.data.withUnsafeBufferPointer { xp in
+            weight.data.withUnsafeBufferPointer { wp in
+                y.data.withUnsafeMutableBufferPointer { yp in
+                    BLAS.sgemm(.none, .transpose, m: m, n: n, k: k, a: xp.baseAddress!, lda: k,
+                               b: wp.baseAddress!, ldb: k, beta: beta, c: yp.baseAddress!, ldc: n)
+                }
+            }
+        }
+        return y
+    }
+
+    /// Row-wise LayerNorm of x[M,D].
+    public static func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
+        let d = x.shape.last!
+        precondition(weight.shape == [d] && bias.shape == [d], "layerNorm: \(x.shape) vs \(weight.shape)")
+        var y = Tensor(zeros: x.shape)                                       // [M, D]
+        x.data.withUnsafeBufferPointer { xp in
+            y.data.withUnsafeMutableBufferPointer { yp in
+                weight.data.withUnsafeBufferPointer { g in
+                    bias.data.withUnsafeBufferPointer { b in
+                        Kernels.layerNorm(xp.baseAddress!, yp.baseAddress!, rows: x.count / d, d: d,
+                                          gamma: g.baseAddress!, beta: b.baseAddress!, eps: eps)
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    public enum Activation: String, Sendable, Codable { case gelu, quickGELU }
+
+    public static func activate(_ x: inout Tensor, _ act: Activation) {
+        x.data.withUnsafeMutableBufferPointer { p in
+            switch act {
+            case .gelu: Kernels.gelu(p)
+            case .quickGELU: Kernels.quickGELU(p)
+            }
+        }
+    }
+
+    /// x += y, elementwise.
+    public static func addInPlace(_ x: inout Tensor, _ y: Tensor) {
+        precondition(x.shape == y.shape, "add: \(x.shape) vs \(y.shape)")
+        x.data.withUnsafeMutableBufferPointer { xp in
+            y.data.withUnsafeBufferPointer { yp in
+                for i in 0..<xp.count { xp[i] += yp[i] }
+            }
+        }
+    }
+
+    /// Rows `rows` of x[M, D] → [rows.count, D].
+    public static func gatherRows(_ x: Tensor, _ rows: [Int]) -> Tensor {
+        let d = x.shape[1]
+        var out = [Float](repeating: 0, count: rows.count * d)                // [R, D]
+        x.data.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op in
+                for (i, r) in rows.enumerated() {
+                    precondition(r >= 0 && r < x.shape[0], "gatherRows: row \(r) of \(x.shape[0])")
+                    (op.baseAddress! + i * d).update(from: xp.baseAddress! + r * d, count: d)
+                }
+            }
+        }
+        return Tensor(shape: [rows.count, d], data: out)
+    }
+
+    /// L2-normalise each row of x[M, D].
+    public static func l2Normalized(_ x: Tensor) -> Tensor {
+        let d = x.shape.last!
+        var y = x
+        y.data.withUnsafeMutableBufferPointer { p in
+            for r in 0..<(x.count / max(d, 1)) {
+                var s: Double = 0
+                for j in 0..<d { let v = Double(p[r * d + j]); s += v * v }
+                let inv = s > 0 ? Float(1 / s.squareRoot()) : 0
+                for j in 0..<d { p[r * d + j] *= inv }
+            }
+        }
+        return y
+    }
+
+    /// C[M,N] = A[M,K] · B[K,N].
+    public static func matmul(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.rank == 2 && b.rank == 2 && a.shape[1] == b.shape[0], "matmul: \(a.shape) · \(b.shape)")
+        let m = a.shape[0], k = a.shape[1], n = b.shape[1]
+        var c = Tensor(zeros: [m, n])                                        // [M, N]
+        a.data.withUnsafeBufferPointer { ap in
+            b.data.withUnsafeBufferPointer { bp in
+                c.data.withUnsafeMutableBufferPointer { cp in
+                    BLAS.sgemm(.none, .none, m: m, n: n, k: k, a: ap.baseAddress!, lda: k,
+                               b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
+                }
+            }
+        }
+        return c
+    }
+
+    /// Transpose of a 2-D tensor.
+    public static func transposed(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 2)
+        let r = x.shape[0], c = x.shape[1]
+        var out = [Float](repeating: 0, count: x.count)                       // [C, R]
+        x.data.withUnsafeBufferPointer { xp in
+            for i in 0..<r { for j in 0..<c { out[j * r + i] = xp[i * c + j] } }
+        }
+        return Tensor(shape: [c, r], data: out)
+    }
+}
+
+// MARK: - Multi-head attention
+
+/// One sequence inside a packed [S, ·] activation matrix: rows `start ..< start + length`.
+public struct Segment: Sendable, Equatable {
+    public var start: Int
+    public var length: Int
+    public init(start: Int, length: Int) { self.start = start; self.length = length }
+}
+
+/// Which query rows of each segment to compute (keys/values always cover the whole segment).
+public enum QueryRows: Sendable, Equatable {
+    case all
+    /// Only the first row (the class token of a ViT).
+    case first
+    /// Only the last row (the end-of-text token of a causal text tower cut at its EOT).
+    case last
+}
+
+extension Ops {
+    /// Scaled dot-product attention for packed sequences, parallel over (segment, head).
+    /// qkv: [S, 3D] with q | k | v blocks of width D, heads of width D/H inside each block.
+    /// Returns [R, D] where R = S for `.all`, or one row per segment otherwise.
+    public static func multiHeadAttention(qkv: Tensor, segments: [Segment], heads: Int, causal: Bool,
+                                          queries: QueryRows = .all) -> Tensor {
+        precondition(qkv.rank == 2 && qkv.shape[1] % 3 == 0)
+        let d = qkv.shape[1] / 3
+        precondition(d % heads == 0, "attention: width \(d) not divisible by \(heads) heads")
+        let dh = d / heads
+        let ld = 3 * d
+        let scale = 1 / Float(dh).squareRoot()
+        // Output row of each segment's first computed query.
+        var starts = [Int]()
+        var rows = 0
+        for s in segments {
+            starts.append(rows)
+            rows += queries == .all ? s.length : 1
+        }
+        let outStart = starts
+        var out = Tensor(zeros: [rows, d])                                   // [R, D]
+        let tasks = segments.count * heads
+        qkv.data.withUnsafeBufferPointer { qp in
+            out.data.withUnsafeMutableBufferPointer { op in
+                let qs = SendablePointer(qp.baseAddress!)
+                let os = SendablePointer(op.baseAddress!)
+                BLAS.withSingleThreadedBLAS {
+                    Parallel.forEach(tasks) { task in
+                        let q0 = UnsafePointer(qs.pointer), o0 = os.pointer
+                        let seg = segments[task / heads]
+                        let h = task % heads
+                        let t = seg.length
+                        let firstQuery: Int
+                        let nq: Int
+                        switch queries {
+                        case .all: firstQuery = 0; nq = t
+                        case .first: firstQuery = 0; nq = 1
+                        case .last: firstQuery = t - 1; nq = 1
+                        }
+                        let base = q0 + seg.start * ld
+                        let q = base + firstQuery * ld + h * dh                  // [nq, dh] (ld 3D)
+                        let k = base + d + h * dh                                // [t, dh]  (ld 3D)
+                        let v = base + 2 * d + h * dh                            // [t, dh]  (ld 3D)
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: nq * t)  // [nq, t]
+                        defer { scores.deallocate() }
+                        BLAS.sgemm(.none, .transpose, m: nq, n: t, k: dh, a: q, lda: ld, b: k, ldb: ld,
+                                   c: scores, ldc: t)
+                        Kernels.softmaxRows(scores, rows: nq, cols: t, ld: t, scale: scale, causal: causal,
+                                            rowOffset: firstQuery)
+                        let o = o0 + outStart[task / heads] * d + h * dh         // [nq, dh] (ld D)
+                        BLAS.sgemm(.none, .none, m: nq, n: dh, k: t, a: scores, lda: t, b: v, ldb: ld,
+                                   c: o, ldc: d)
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

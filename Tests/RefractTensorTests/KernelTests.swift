@@ -1,0 +1,181 @@
+import XCTest
+@testable import RefractTensor
+
+/// Deterministic pseudo-random numbers (SplitMix64) so failures reproduce.
+struct SeededRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
+        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
+    }
+    mutating func tensor(_ shape: [Int], scale: Float = 1) -> Tensor {
+        Tensor(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in uniform(-scale, scale) })
+    }
+}
+
+/// |a − r| <= abs + rel·|r| elementwise; reports the worst element.
+func assertClose(_ a: [Float], _ r: [Float], abs: Float, rel: Float, _ what: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, r.count, "\(what): count", file: file, line: line)
+    var worst = (index: -1, excess: Float(0))
+    for i in 0..<min(a.count, r.count) {
+        let excess = Swift.abs(a[i] - r[i]) - (abs + rel * Swift.abs(r[i]))
+        if !(excess <= 0) && (worst.index < 0 || excess > worst.excess || excess.isNaN) { worst = (i, excess) }
+    }
+    if worst.index >= 0 {
+        XCTFail("\(what): element \(worst.index) is \(a[worst.index]), reference \(r[worst.index]) (tolerance abs \(abs) + rel \(rel))",
+                file: file, line: line)
+    }
+}
+
+final class KernelTests: XCTestCase {
+    override func setUp() { XCTAssertNoThrow(try BLAS.load()) }
+
+    func testExpMatchesFoundationOverItsRange() {
+        var x: Float = -87
+        while x < 88 {
+            let ref = Foundation.exp(Double(x))
+            XCTAssertEqual(Double(Kernels.exp(x)), ref, accuracy: ref * 4e-7, "exp(\(x))")
+            x += 0.0137
+        }
+        XCTAssertEqual(Kernels.exp(0), 1)
+    }
+
+    func testErfMatchesFoundation() {
+        var x: Float = -6
+        while x < 6 {
+            XCTAssertEqual(Double(Kernels.erf(x)), Foundation.erf(Double(x)), accuracy: 2.5e-7, "erf(\(x))")
+            x += 0.00731
+        }
+    }
+
+    func testLinearMatchesReference() {
+        var rng = SeededRandom(state: 1)
+        let x = rng.tensor([7, 33]), w = rng.tensor([19, 33]), b = rng.tensor([19])
+        assertClose(Ops.linear(x, weight: w, bias: b).data, Reference.linear(x, weight: w, bias: b).data,
+                    abs: 1e-5, rel: 1e-5, "linear")
+        assertClose(Ops.linear(x, weight: w, bias: nil).data, Reference.linear(x, weight: w, bias: nil).data,
+                    abs: 1e-5, rel: 1e-5, "linear without bias")
+    }
+
+    func testMatmulAndTranspose() {
+        var rng = SeededRandom(state: 2)
+        let a = rng.tensor([5, 8]), b = rng.tensor([8, 3])
+        // a · b == linear(a, bᵀ)
+        assertClose(Ops.matmul(a, b).data, Reference.linear(a, weight: Ops.transposed(b), bias: nil).data,
+                    abs: 1e-5, rel: 1e-5, "matmul")
+        XCTAssertEqual(Ops.transposed(Ops.transposed(a)), a)
+    }
+
+    func testLayerNormMatchesReference() {
+        var rng = SeededRandom(state: 3)
+        var x = rng.tensor([6, 48], scale: 3)
+        for j in 0..<48 { x.data[j] += 100 }  // a row with a large offset (cancellation)
+        let g = rng.tensor([48]), b = rng.tensor([48])
+        assertClose(Ops.layerNorm(x, weight: g, bias: b, eps: 1e-5).data,
+                    Reference.layerNorm(x, weight: g, bias: b, eps: 1e-5).data, abs: 2e-5, rel: 1e-5, "layerNorm")
+    }
+
+    func testActivationsMatchReference() {
+        var rng = SeededRandom(state: 4)
+        let x = rng.tensor([4096], scale: 8)
+        for act in [Ops.Activation.gelu, .quickGELU] {
+            var y = x
+            Ops.activate(&y, act)
+            assertClose(y.data, Reference.activate(x, act).data, abs: 1e-6, rel: 1e-6, "\(act)")
+        }
+    }
+
+    func testSoftmaxMatchesReference() {
+        var rng = SeededRandom(state: 5)
+        let rows = 5, cols = 9
+        for causal in [false, true] {
+            var x = rng.tensor([rows, cols], scale: 10)
+            let ref = Reference.softmax((0..<rows).map { r in x.data[(r * cols)..<((r + 1) * cols)].map(Double.init) },
+                                        scale: 0.7, causal: causal, rowOffset: 2)
+            x.data.withUnsafeMutableBufferPointer {
+                Kernels.softmaxRows($0.baseAddress!, rows: rows, cols: cols, ld: cols, scale: 0.7, causal: causal, rowOffset: 2)
+            }
+            assertClose(x.data, ref.flatMap { $0.map(Float.init) }, abs: 1e-6, rel: 1e-5, "softmax causal=\(causal)")
+        }
+    }
+
+    func testPackedAttentionMatchesReferencePerSequence() {
+        var rng = SeededRandom(state: 6)
+        let d = 24, heads = 3
+        let lengths = [5, 1, 9]
+        let total = lengths.reduce(0, +)
+        let qkv = rng.tensor([total, 3 * d], scale: 2)
+        var segments = [Segment]()
+        var start = 0
+        for l in lengths { segments.append(Segment(start: start, length: l)); start += l }
+        for causal in [false, true] {
+            let all = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: heads, causal: causal)
+            let first = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: heads, causal: causal, queries: .first)
+            let last = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: heads, causal: causal, queries: .last)
+            for (i, s) in segments.enumerated() {
+                let part = Ops.gatherRows(qkv, Array(s.start..<(s.start + s.length)))
+                let ref = Reference.multiHeadAttention(qkv: part, heads: heads, causal: causal)
+                let got = Ops.gatherRows(all, Array(s.start..<(s.start + s.length)))
+                assertClose(got.data, ref.data, abs: 1e-5, rel: 1e-5, "segment \(i) causal=\(causal)")
+                assertClose(first.row(i), ref.row(0), abs: 1e-5, rel: 1e-5, "first row, segment \(i)")
+                assertClose(last.row(i), ref.row(s.length - 1), abs: 1e-5, rel: 1e-5, "last row, segment \(i)")
+            }
+        }
+    }
+
+    func testOpenBLASCoreTypeRule() {
+        let zen5 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512dq avx512cd avx512bw avx512vl\n"
+        XCTAssertEqual(BLAS.coreTypeFor(cpuinfo: zen5), "SkylakeX")
+        let zen3 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 fma\n"
+        XCTAssertNil(BLAS.coreTypeFor(cpuinfo: zen3))
+        let intel = "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512dq avx512cd avx512bw avx512vl\n"
+        XCTAssertNil(BLAS.coreTypeFor(cpuinfo: intel), "OpenBLAS recognises Intel AVX-512 parts itself")
+    }
+
+    func testBLASInfoIsReported() throws {
+        let info = try BLAS.load()
+        XCTAssertFalse(info.library.isEmpty)
+        XCTAssertGreaterThanOrEqual(info.threads, 1)
+    }
+}
+
+final class NPYTests: XCTestCase {
+    func testRoundTrip() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("npy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let arrays: [NPYArray] = [
+            .float32(shape: [2, 3], values: [1, 2, 3, 4, 5, -6.5]),
+            .int64(shape: [3], values: [1, -2, 49407]),
+            .float32(shape: [], values: [42]),
+            .uint8(shape: [1, 2, 2], values: [0, 1, 254, 255]),
+        ]
+        for (i, a) in arrays.enumerated() {
+            let url = dir.appendingPathComponent("\(i).npy")
+            try NPY.write(a, to: url)
+            XCTAssertEqual(try NPY.read(url), a)
+        }
+        // header + data alignment: data starts at a multiple of 64 (6 floats = 24 bytes of data)
+        let enc = NPY.encode(arrays[0])
+        XCTAssertEqual((enc.count - 24) % 64, 0)
+        XCTAssertEqual([UInt8](enc)[enc.count - 25], UInt8(ascii: "\n"))
+    }
+
+    func testBadFilesNameTheFile() {
+        XCTAssertThrowsError(try NPY.parse(Data("hello".utf8), file: "x.npy")) { e in
+            XCTAssertTrue("\(e)".contains("x.npy"))
+        }
+        var bad = NPY.encode(.float32(shape: [4], values: [1, 2, 3, 4]))
+        bad.removeLast(3)
+        XCTAssertThrowsError(try NPY.parse(bad, file: "short.npy")) { e in
+            XCTAssertTrue("\(e)".contains("short.npy") && "\(e)".contains("data bytes"), "\(e)")
+        }
+    }
+}
