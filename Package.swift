@@ -20,9 +20,12 @@ let package = Package(
             name: "CRefractCodecs",
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]
         ),
+        // Elementwise/row-wise float kernels in C, multi-versioned for AVX-512 / AVX2 / baseline.
+        .target(name: "CRefractKernels"),
         // Float32 tensors, BLAS (OpenBLAS loaded at run time on Linux, Accelerate on macOS), kernels, .npy I/O.
         .target(
             name: "RefractTensor",
+            dependencies: ["CRefractKernels"],
             linkerSettings: [.linkedLibrary("dl", .when(platforms: [.linux])),
                              .linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
@@ -44,7 +47,9 @@ let package = Package(
             name: "refract",
             dependencies: ["RefractCLIP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP"]),
+        // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
+        .target(name: "CRefractBench"),
+        .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP", "CRefractBench"]),
 
         .testTarget(name: "RefractTensorTests", dependencies: ["RefractTensor"]),
         .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint"]),

@@ -1,0 +1,23 @@
+#ifndef REFRACT_KERNELS_H
+#define REFRACT_KERNELS_H
+/* Elementwise and row-wise float32 kernels of Refract's forward pass. They are written in C so
+   that each can be compiled for several instruction sets (AVX-512, AVX2+FMA, baseline) and
+   picked at run time (GCC/Clang function multi-versioning), which Swift cannot do without
+   unsafe build flags. Plain reference versions live in Swift (RefractTensor/ReferenceKernels).
+   All pointers are to dense row-major float arrays. */
+#include <stddef.h>
+
+/* exp(x) to ~2 ulp and erf(x) to ~2e-7 absolute, for one value (used by tests). */
+float rf_exp(float x);
+float rf_erf(float x);
+
+/* In place: x = 0.5 x (1 + erf(x / sqrt 2)). */
+void rf_gelu(float *x, size_t n);
+/* In place: x = x * sigmoid(1.702 x). */
+void rf_quick_gelu(float *x, size_t n);
+/* Row-wise softmax of scale*x over the first valid(r) entries of each of `rows` rows (stride ld);
+   valid(r) = cols, or min(cols, r + row_offset + 1) when causal; masked entries become 0. */
+void rf_softmax_rows(float *x, size_t rows, size_t cols, size_t ld, float scale, int causal, size_t row_offset);
+/* Row-wise LayerNorm (biased variance, two passes): y = (x - mean) / sqrt(var + eps) * g + b. y may alias x. */
+void rf_layer_norm(const float *x, float *y, size_t rows, size_t d, const float *g, const float *b, float eps);
+#endif

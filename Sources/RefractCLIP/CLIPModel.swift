@@ -1,0 +1,232 @@
+// MARK: - CLIP towers
+//
+// Pre-LN transformer towers for CLIP's image and text encoders, computing in float32 with BLAS.
+// Sequences of a batch are packed into one [S, D] matrix so that every linear layer is one GEMM;
+// attention runs per (sequence, head) in parallel. The last block of each tower computes only the
+// row that is read out (class token / end-of-text token): exact, and a layer's worth cheaper.
+
+import Foundation
+import RefractTensor
+
+/// Source of named tensors with shape checks (a strict safetensors loader in practice).
+public protocol TensorSource: AnyObject {
+    func take(_ key: String, shape: [Int]) throws -> Tensor
+    /// Marks a known buffer as consumed if it is present.
+    func ignoreIfPresent(_ key: String)
+}
+
+// MARK: Residual block
+
+/// Weights of one pre-LN residual block, in torch.nn.Linear layout ([out, in]); q,k,v fused.
+public struct ResidualBlock: Sendable {
+    public var ln1Weight, ln1Bias: Tensor        // [D]
+    public var qkvWeight: Tensor                 // [3D, D]
+    public var qkvBias: Tensor                   // [3D]
+    public var outWeight: Tensor                 // [D, D]
+    public var outBias: Tensor                   // [D]
+    public var ln2Weight, ln2Bias: Tensor        // [D]
+    public var fc1Weight: Tensor                 // [F, D]
+    public var fc1Bias: Tensor                   // [F]
+    public var fc2Weight: Tensor                 // [D, F]
+    public var fc2Bias: Tensor                   // [D]
+
+    init(source: TensorSource, keys: BlockKeys, arch: TowerArchitecture) throws {
+        let d = arch.width, f = arch.mlpWidth
+        ln1Weight = try source.take(keys.ln1Weight, shape: [d])
+        ln1Bias = try source.take(keys.ln1Bias, shape: [d])
+        if keys.qkvWeight.count == 1 {
+            qkvWeight = try source.take(keys.qkvWeight[0], shape: [3 * d, d])
+            qkvBias = try source.take(keys.qkvBias[0], shape: [3 * d])
+        } else {
+            let ws = try keys.qkvWeight.map { try source.take($0, shape: [d, d]) }
+            let bs = try keys.qkvBias.map { try source.take($0, shape: [d]) }
+            qkvWeight = Tensor(shape: [3 * d, d], data: ws.flatMap(\.data))
+            qkvBias = Tensor(shape: [3 * d], data: bs.flatMap(\.data))
+        }
+        outWeight = try source.take(keys.outWeight, shape: [d, d])
+        outBias = try source.take(keys.outBias, shape: [d])
+        ln2Weight = try source.take(keys.ln2Weight, shape: [d])
+        ln2Bias = try source.take(keys.ln2Bias, shape: [d])
+        fc1Weight = try source.take(keys.fc1Weight, shape: [f, d])
+        fc1Bias = try source.take(keys.fc1Bias, shape: [f])
+        fc2Weight = try source.take(keys.fc2Weight, shape: [d, f])
+        fc2Bias = try source.take(keys.fc2Bias, shape: [d])
+    }
+
+    /// x[S, D] → x + MSA(ln1 x), then + MLP(ln2 ·). With `queries` other than `.all`, the result
+    /// has one row per segment (that segment's first or last token).
+    func forward(_ x: Tensor, segments: [Segment], arch: TowerArchitecture, causal: Bool,
+                 queries: QueryRows = .all) -> Tensor {
+        let h = Ops.layerNorm(x, weight: ln1Weight, bias: ln1Bias, eps: arch.layerNormEps)      // [S, D]
+        let qkv = Ops.linear(h, weight: qkvWeight, bias: qkvBias)                               // [S, 3D]
+        let attn = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: arch.heads,
+                                          causal: causal, queries: queries)                      // [R, D]
+        var y: Tensor                                                                            // [R, D]
+        switch queries {
+        case .all: y = x
+        case .first: y = Ops.gatherRows(x, segments.map(\.start))
+        case .last: y = Ops.gatherRows(x, segments.map { $0.start + $0.length - 1 })
+        }
+        Ops.addInPlace(&y, Ops.linear(attn, weight: outWeight, bias: outBias))
+        let h2 = Ops.layerNorm(y, weight: ln2Weight, bias: ln2Bias, eps: arch.layerNormEps)     // [R, D]
+        var m = Ops.linear(h2, weight: fc1Weight, bias: fc1Bias)                                // [R, F]
+        Ops.activate(&m, arch.activation)
+        Ops.addInPlace(&y, Ops.linear(m, weight: fc2Weight, bias: fc2Bias))                     // [R, D]
+        return y
+    }
+}
+
+// MARK: Image tower
+
+public struct CLIPVisionTower: Sendable {
+    public let arch: CLIPArchitecture
+    public var patchWeight: Tensor               // [D, 3·p·p] (conv weight [D, 3, p, p] flattened)
+    public var classEmbedding: Tensor            // [D]
+    public var positionalEmbedding: Tensor       // [T, D]
+    public var lnPreWeight, lnPreBias: Tensor    // [D]
+    public var blocks: [ResidualBlock]
+    public var lnPostWeight, lnPostBias: Tensor  // [D]
+    public var projection: Tensor                // [D', D] (applied as x·Pᵀ)
+
+    init(source: TensorSource, layout: CheckpointLayout, arch: CLIPArchitecture) throws {
+        self.arch = arch
+        let d = arch.vision.width, p = arch.patchSize
+        let k = CLIPCheckpointKeys.vision(layout)
+        patchWeight = try source.take(k.patchWeight, shape: [d, 3, p, p]).reshaped([d, 3 * p * p])
+        classEmbedding = try source.take(k.classEmbedding, shape: [d])
+        positionalEmbedding = try source.take(k.positionalEmbedding, shape: [arch.visionTokens, d])
+        lnPreWeight = try source.take(k.lnPreWeight, shape: [d])
+        lnPreBias = try source.take(k.lnPreBias, shape: [d])
+        blocks = try (0..<arch.vision.layers).map {
+            try ResidualBlock(source: source, keys: CLIPCheckpointKeys.block(layout, .vision, $0), arch: arch.vision)
+        }
+        lnPostWeight = try source.take(k.lnPostWeight, shape: [d])
+        lnPostBias = try source.take(k.lnPostBias, shape: [d])
+        switch layout {
+        case .openCLIP: projection = Ops.transposed(try source.take(k.projection, shape: [d, arch.embedDim]))
+        case .transformers: projection = try source.take(k.projection, shape: [arch.embedDim, d])
+        }
+    }
+
+    /// Patch rows of one preprocessed image [3, S, S] → [G·G, 3·p·p], in conv-weight order (c, ky, kx),
+    /// patches row-major over the grid.
+    func patches(_ image: Tensor) -> Tensor {
+        let s = arch.imageSize, p = arch.patchSize, g = arch.gridSize
+        precondition(image.shape == [3, s, s], "image tensor \(image.shape), expected [3, \(s), \(s)]")
+        let width = 3 * p * p
+        var out = [Float](repeating: 0, count: g * g * width)                   // [G·G, 3·p·p]
+        image.data.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for gy in 0..<g {
+                    for gx in 0..<g {
+                        let row = dst.baseAddress! + (gy * g + gx) * width
+                        for c in 0..<3 {
+                            for ky in 0..<p {
+                                let from = src.baseAddress! + (c * s + gy * p + ky) * s + gx * p
+                                (row + (c * p + ky) * p).update(from: from, count: p)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [g * g, width], data: out)
+    }
+
+    /// Residual stream after ln_pre, for a batch packed as [B·T, D], and its segments.
+    public func embed(_ images: [Tensor]) -> (x: Tensor, segments: [Segment]) {
+        let t = arch.visionTokens, d = arch.vision.width
+        var x = Tensor(zeros: [images.count * t, d])                                    // [B·T, D]
+        let patchRows = Tensor(shape: [images.count * (t - 1), 3 * arch.patchSize * arch.patchSize],
+                               data: images.flatMap { patches($0).data })              // [B·(T−1), 3p²]
+        let emb = Ops.linear(patchRows, weight: patchWeight, bias: nil)                // [B·(T−1), D]
+        x.data.withUnsafeMutableBufferPointer { xp in
+            for b in 0..<images.count {
+                for i in 0..<t {
+                    let dst = xp.baseAddress! + (b * t + i) * d
+                    for j in 0..<d {
+                        let tokenValue = i == 0 ? classEmbedding.data[j] : emb.data[(b * (t - 1) + i - 1) * d + j]
+                        dst[j] = tokenValue + positionalEmbedding.data[i * d + j]
+                    }
+                }
+            }
+        }
+        let segments = (0..<images.count).map { Segment(start: $0 * t, length: t) }
+        return (Ops.layerNorm(x, weight: lnPreWeight, bias: lnPreBias, eps: arch.vision.layerNormEps), segments)
+    }
+
+    /// Image embeddings before L2 normalisation: [B, D'] for preprocessed images [3, S, S].
+    public func callAsFunction(_ images: [Tensor]) -> Tensor {
+        if images.isEmpty { return Tensor(zeros: [0, arch.embedDim]) }
+        var (x, segments) = embed(images)                                               // [B·T, D]
+        for (l, block) in blocks.enumerated() {
+            let last = l == blocks.count - 1
+            x = block.forward(x, segments: segments, arch: arch.vision, causal: false, queries: last ? .first : .all)
+        }
+        if blocks.isEmpty { x = Ops.gatherRows(x, segments.map(\.start)) }
+        let pooled = Ops.layerNorm(x, weight: lnPostWeight, bias: lnPostBias, eps: arch.vision.layerNormEps) // [B, D]
+        return Ops.linear(pooled, weight: projection, bias: nil)                       // [B, D']
+    }
+}
+
+// MARK: Text tower
+
+public struct CLIPTextTower: Sendable {
+    public let arch: CLIPArchitecture
+    public var tokenEmbedding: Tensor            // [V, W]
+    public var positionalEmbedding: Tensor       // [ctx, W]
+    public var blocks: [ResidualBlock]
+    public var lnFinalWeight, lnFinalBias: Tensor // [W]
+    public var projection: Tensor                // [D', W] (applied as x·Pᵀ)
+
+    init(source: TensorSource, layout: CheckpointLayout, arch: CLIPArchitecture) throws {
+        self.arch = arch
+        let w = arch.text.width
+        let k = CLIPCheckpointKeys.text(layout)
+        tokenEmbedding = try source.take(k.tokenEmbedding, shape: [arch.vocabSize, w])
+        positionalEmbedding = try source.take(k.positionalEmbedding, shape: [arch.contextLength, w])
+        blocks = try (0..<arch.text.layers).map {
+            try ResidualBlock(source: source, keys: CLIPCheckpointKeys.block(layout, .text, $0), arch: arch.text)
+        }
+        lnFinalWeight = try source.take(k.lnFinalWeight, shape: [w])
+        lnFinalBias = try source.take(k.lnFinalBias, shape: [w])
+        switch layout {
+        case .openCLIP: projection = Ops.transposed(try source.take(k.projection, shape: [w, arch.embedDim]))
+        case .transformers: projection = try source.take(k.projection, shape: [arch.embedDim, w])
+        }
+    }
+
+    /// Text embeddings before L2 normalisation, [N, D'], for token rows (any padding) and the
+    /// position each row is read out at (its first end-of-text token). Positions after the
+    /// read-out cannot influence it under the causal mask, so only tokens 0...eot are computed.
+    public func callAsFunction(tokens: [[Int32]], readout: [Int]) -> Tensor {
+        precondition(tokens.count == readout.count)
+        if tokens.isEmpty { return Tensor(zeros: [0, arch.embedDim]) }
+        let w = arch.text.width
+        var segments = [Segment]()
+        var total = 0
+        for (row, eot) in zip(tokens, readout) {
+            precondition(eot >= 0 && eot < row.count && eot < arch.contextLength, "read-out position \(eot)")
+            segments.append(Segment(start: total, length: eot + 1))
+            total += eot + 1
+        }
+        var x = Tensor(zeros: [total, w])                                              // [S, W]
+        x.data.withUnsafeMutableBufferPointer { xp in
+            for (n, seg) in segments.enumerated() {
+                for i in 0..<seg.length {
+                    let id = Int(tokens[n][i])
+                    precondition(id >= 0 && id < arch.vocabSize, "token id \(id) outside the vocabulary")
+                    let dst = xp.baseAddress! + (seg.start + i) * w
+                    for j in 0..<w { dst[j] = tokenEmbedding.data[id * w + j] + positionalEmbedding.data[i * w + j] }
+                }
+            }
+        }
+        for (l, block) in blocks.enumerated() {
+            let last = l == blocks.count - 1
+            x = block.forward(x, segments: segments, arch: arch.text, causal: true, queries: last ? .last : .all)
+        }
+        if blocks.isEmpty { x = Ops.gatherRows(x, segments.map { $0.start + $0.length - 1 }) }
+        let pooled = Ops.layerNorm(x, weight: lnFinalWeight, bias: lnFinalBias, eps: arch.text.layerNormEps) // [N, W]
+        return Ops.linear(pooled, weight: projection, bias: nil)                       // [N, D']
+    }
+}
