@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Reference CPU throughput of open_clip, for comparison with Refract's benchmark.
+
+Developer tool (CI and users never run it). The Swift benchmark executable runs
+it, when a Python with torch + open_clip is available, to measure the reference
+in the same session:
+
+    python scripts/bench_reference.py --threads 2 --json [--quick] [--only ID,ID,...]
+
+Models are built with random weights and no download
+(`open_clip.create_model(name, pretrained=None)`), float32, `eval()`, under
+`torch.inference_mode()`, on the CPU. Inputs are already-preprocessed tensors:
+image cases time `model.encode_image(x)` on a [batch, 3, 224, 224] tensor; text
+cases time `model.encode_text(ids)` on 100 tokenised prompts "a photo of a
+{class}." (batch 100; open_clip always runs all 77 positions). Tokenisation is
+timed separately (`tokenize_median_s`) and is not part of the text throughput.
+
+Case ids (default: all):
+    vit-b-16-b1   ViT-B-16 image tower, batch 1
+    vit-b-16-b8   ViT-B-16 image tower, batch 8
+    vit-l-14-b1   ViT-L-14 image tower, batch 1
+    vit-l-14-b8   ViT-L-14 image tower, batch 8
+    text-b-16     ViT-B-16 text tower (width 512, 12 layers), 100 prompts
+    text-l-14     ViT-L-14 text tower (width 768, 12 layers), 100 prompts
+
+Timing: `warmup` untimed calls, then timed calls until at least `min_iters` calls
+and `min_seconds` of measured time (capped by `max_iters`). Throughput =
+batch / median seconds per call. `--quick`: 1 warm-up, >= 3 calls / >= 1.5 s.
+Default: 2 warm-ups, >= 5 calls / >= 10 s. (On 2 cores one text call, 100
+prompts x 77 positions, takes ~10-20 s: a --quick run of all cases takes
+~5-7 minutes, a default run ~12-15 minutes.)
+
+Numbers are only as good as the machine is quiet: `loadavg_start`/`loadavg_end`
+are recorded so a caller can flag runs made while other work was running.
+
+Output with --json: ONE JSON object on stdout (everything else goes to stderr):
+
+    {
+      "tool": "bench_reference.py", "schema": 1,
+      "python": "3.11.7", "torch": "2.x", "open_clip": "3.x", "numpy": "2.x",
+      "threads": 2,                 # torch.get_num_threads() after --threads
+      "interop_threads": 2,         # torch.get_num_threads_interop()
+      "cpu_capability": "AVX2",     # torch.backends.cpu.get_cpu_capability()
+      "cpu_model": "...", "cpu_count": 2, "platform": "Linux-...",
+      "mkldnn": true, "quick": false, "dtype": "float32", "device": "cpu",
+      "loadavg_start": [1.0, 0.8, 0.5], "loadavg_end": [...],
+      "results": {
+        "vit-b-16-b1": {
+          "model": "ViT-B-16", "tower": "image", "batch": 1, "input": [1, 3, 224, 224],
+          "unit": "images/s", "throughput": 12.3,       # batch / median_s
+          "median_s": 0.081, "mean_s": 0.082, "min_s": 0.079, "max_s": 0.09,
+          "p10_s": ..., "p90_s": ..., "iters": 10, "warmup": 3,
+          "build_s": 1.9                                 # model creation time (not timed)
+        },
+        "text-b-16": {..., "tower": "text", "batch": 100, "input": [100, 77],
+                      "unit": "prompts/s", "tokenize_median_s": 0.004, ...}
+      },
+      "errors": {"case-id": "message"}                  # only cases that failed
+    }
+
+Exit status: 0 if every selected case ran, 1 if any failed, 2 on bad arguments,
+3 if numpy/torch/open_clip cannot be imported (nothing on stdout then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+CASES = {
+    "vit-b-16-b1": ("ViT-B-16", "image", 1),
+    "vit-b-16-b8": ("ViT-B-16", "image", 8),
+    "vit-l-14-b1": ("ViT-L-14", "image", 1),
+    "vit-l-14-b8": ("ViT-L-14", "image", 8),
+    "text-b-16": ("ViT-B-16", "text", 100),
+    "text-l-14": ("ViT-L-14", "text", 100),
+}
+
+CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn mower", "leopard", "lion", "lizard", "lobster", "man", "maple tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak tree", "orange", "orchid", "otter", "palm tree", "pear", "pickup truck", "pine tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+]
+assert len(CLASSES) == 100
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def percentile(xs, q):
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def time_calls(fn, warmup, min_iters, min_seconds, max_iters):
+    for _ in range(warmup):
+        fn()
+    times = []
+    total = 0.0
+    while len(times) < max_iters and (len(times) < min_iters or total < min_seconds):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        total += dt
+    return times
+
+
+def summarize(times, batch):
+    med = statistics.median(times)
+    return {
+        "throughput": batch / med,
+        "median_s": med,
+        "mean_s": statistics.fmean(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "p10_s": percentile(times, 0.10),
+        "p90_s": percentile(times, 0.90),
+        "iters": len(times),
+    }
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        description="open_clip CPU reference throughput (random weights, float32).",
+        epilog="Case ids: " + ", ".join(CASES),
+    )
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads(N) (default: torch's default)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--quick", action="store_true", help="short run: 1 warm-up, >=3 calls, >=1.5 s per case")
+    ap.add_argument("--only", default="", help="comma-separated case ids (default: all)")
+    ap.add_argument("--seconds", type=float, default=None, help="minimum measured seconds per case")
+    ap.add_argument("--min-iters", type=int, default=None, help="minimum timed calls per case")
+    ap.add_argument("--max-iters", type=int, default=1000, help="maximum timed calls per case")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls per case")
+    ap.add_argument("--list", action="store_true", help="list case ids and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        for k, (m, t, b) in CASES.items():
+            print(f"{k:12s} {m} {t} tower, batch {b}")
+        sys.exit(0)
+    ids = [s.strip().lower() for s in args.only.split(",") if s.strip()] or list(CASES)
+    bad = [s for s in ids if s not in CASES]
+    if bad:
+        ap.error(f"unknown case id(s): {', '.join(bad)} (known: {', '.join(CASES)})")
+    args.ids = list(dict.fromkeys(ids))
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be >= 1")
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.min_iters = args.min_iters if args.min_iters is not None else (3 if args.quick else 5)
+    args.seconds = args.seconds if args.seconds is not None else (1.5 if args.quick else 10.0)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    if args.threads is not None:
+        # before importing torch too, so that OpenMP/MKL pools start with this size
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+
+    try:
+        import numpy as np
+        import torch
+        import open_clip
+    except ImportError as e:
+        log(f"[bench_reference] cannot import the reference stack: {e}")
+        return 3
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        try:
+            torch.set_num_interop_threads(args.threads)
+        except RuntimeError:
+            pass
+    torch.manual_seed(0)
+
+    out = {
+        "tool": "bench_reference.py",
+        "schema": 1,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "open_clip": getattr(open_clip, "__version__", "unknown"),
+        "numpy": np.__version__,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "quick": bool(args.quick),
+        "dtype": "float32",
+        "device": "cpu",
+        "timing": {"warmup": args.warmup, "min_iters": args.min_iters,
+                   "min_seconds": args.seconds, "max_iters": args.max_iters},
+        "loadavg_start": loadavg(),
+        "results": {},
+        "errors": {},
+    }
+
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")  # built-in CLIP BPE, no download
+    prompts = [f"a photo of a {c}." for c in CLASSES]
+
+    # group by model so each model is built once
+    by_model = {}
+    for cid in args.ids:
+        by_model.setdefault(CASES[cid][0], []).append(cid)
+
+    for model_name, cids in by_model.items():
+        model = None
+        try:
+            log(f"[bench_reference] building {model_name} (random weights)")
+            t0 = time.perf_counter()
+            model = open_clip.create_model(model_name, pretrained=None, precision="fp32", device="cpu")
+            model.eval()
+            build_s = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001
+            for cid in cids:
+                out["errors"][cid] = f"model build failed: {type(e).__name__}: {e}"
+            continue
+
+        for cid in cids:
+            _, tower, batch = CASES[cid]
+            try:
+                with torch.inference_mode():
+                    if tower == "image":
+                        size = model.visual.image_size
+                        size = size if isinstance(size, (tuple, list)) else (size, size)
+                        x = torch.randn(batch, 3, *size, dtype=torch.float32)
+                        fn = lambda: model.encode_image(x)  # noqa: E731
+                        extra = {"input": list(x.shape), "unit": "images/s"}
+                    else:
+                        ids = tokenizer(prompts)
+                        tok_times = time_calls(lambda: tokenizer(prompts), 1, 5, 0.0, 5)
+                        fn = lambda: model.encode_text(ids)  # noqa: E731
+                        extra = {"input": list(ids.shape), "unit": "prompts/s",
+                                 "tokenize_median_s": statistics.median(tok_times)}
+                    log(f"[bench_reference] {cid}: timing")
+                    times = time_calls(fn, args.warmup, args.min_iters, args.seconds, args.max_iters)
+                res = {"model": model_name, "tower": tower, "batch": batch, **extra,
+                       **summarize(times, batch), "warmup": args.warmup, "build_s": build_s}
+                out["results"][cid] = res
+                log(f"[bench_reference] {cid}: {res['throughput']:.2f} {res['unit']} "
+                    f"(median {res['median_s'] * 1e3:.1f} ms over {res['iters']} calls)")
+            except Exception as e:  # noqa: BLE001
+                out["errors"][cid] = f"{type(e).__name__}: {e}"
+        del model
+        gc.collect()
+
+    out["loadavg_end"] = loadavg()
+
+    if args.json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        print(f"torch {out['torch']}  open_clip {out['open_clip']}  threads {out['threads']}  "
+              f"cpu {out['cpu_capability']} ({out['cpu_model']})")
+        for cid, r in out["results"].items():
+            print(f"{cid:12s} {r['throughput']:10.2f} {r['unit']:9s}  median {r['median_s'] * 1e3:9.2f} ms  "
+                  f"[{r['min_s'] * 1e3:.2f} .. {r['max_s'] * 1e3:.2f}] x{r['iters']}")
+        for cid, msg in out["errors"].items():
+            print(f"{cid:12s} ERROR {msg}")
+    return 1 if out["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
