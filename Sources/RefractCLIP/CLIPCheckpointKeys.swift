@@ -4,13 +4,7 @@
 // listed here must be present with the expected shape, and no other tensor may be left unused
 // (except the buffers named in `ignorable`).
 
-/// The two layouts the Hugging Face hub serves for CLIP.
-public enum CheckpointLayout: String, Sendable, Codable {
-    /// transformers `CLIPModel`: config.json + model.safetensors.
-    case transformers
-    /// OpenCLIP: open_clip_config.json + open_clip_model.safetensors.
-    case openCLIP
-}
+import RefractCheckpoint
 
 enum Tower { case vision, text }
 
@@ -26,7 +20,7 @@ struct BlockKeys {
 }
 
 enum CLIPCheckpointKeys {
-    static func block(_ layout: CheckpointLayout, _ tower: Tower, _ i: Int) -> BlockKeys {
+    static func block(_ layout: ModelLayout, _ tower: Tower, _ i: Int) -> BlockKeys {
         switch layout {
         case .openCLIP:
             let p = (tower == .vision ? "visual.transformer" : "transformer") + ".resblocks.\(i)."
@@ -62,7 +56,7 @@ enum CLIPCheckpointKeys {
         var logitScale: String
     }
 
-    static func vision(_ layout: CheckpointLayout) -> VisionKeys {
+    static func vision(_ layout: ModelLayout) -> VisionKeys {
         switch layout {
         case .openCLIP:
             return VisionKeys(classEmbedding: "visual.class_embedding", positionalEmbedding: "visual.positional_embedding",
@@ -81,7 +75,7 @@ enum CLIPCheckpointKeys {
         }
     }
 
-    static func text(_ layout: CheckpointLayout) -> TextKeys {
+    static func text(_ layout: ModelLayout) -> TextKeys {
         switch layout {
         case .openCLIP:
             return TextKeys(tokenEmbedding: "token_embedding.weight", positionalEmbedding: "positional_embedding",
@@ -97,7 +91,7 @@ enum CLIPCheckpointKeys {
     }
 
     /// Non-parameter buffers some exports include; they carry no information Refract needs.
-    static func ignorable(_ layout: CheckpointLayout) -> [String] {
+    static func ignorable(_ layout: ModelLayout) -> [String] {
         switch layout {
         case .openCLIP: return ["attn_mask", "visual.attn_mask"]
         case .transformers: return ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"]

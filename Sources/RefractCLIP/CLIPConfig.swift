@@ -117,8 +117,8 @@ public struct OpenCLIPTextCfg: Codable, Sendable {
 }
 
 public struct OpenCLIPPreprocessCfg: Codable, Sendable {
-    public var mean: [Float]?
-    public var std: [Float]?
+    public var mean: [Double]?
+    public var std: [Double]?
     public var interpolation: String?
     public var resize_mode: String?
     public var fill_color: Int?

@@ -6,14 +6,17 @@
 // row that is read out (class token / end-of-text token): exact, and a layer's worth cheaper.
 
 import Foundation
+import RefractCheckpoint
 import RefractTensor
 
 /// Source of named tensors with shape checks (a strict safetensors loader in practice).
 public protocol TensorSource: AnyObject {
     func take(_ key: String, shape: [Int]) throws -> Tensor
     /// Marks a known buffer as consumed if it is present.
-    func ignoreIfPresent(_ key: String)
+    func ignore(_ key: String)
 }
+
+extension TensorLoader: TensorSource {}
 
 // MARK: Residual block
 
@@ -88,7 +91,7 @@ public struct CLIPVisionTower: Sendable {
     public var lnPostWeight, lnPostBias: Tensor  // [D]
     public var projection: Tensor                // [D', D] (applied as x·Pᵀ)
 
-    init(source: TensorSource, layout: CheckpointLayout, arch: CLIPArchitecture) throws {
+    init(source: TensorSource, layout: ModelLayout, arch: CLIPArchitecture) throws {
         self.arch = arch
         let d = arch.vision.width, p = arch.patchSize
         let k = CLIPCheckpointKeys.vision(layout)
@@ -179,7 +182,7 @@ public struct CLIPTextTower: Sendable {
     public var lnFinalWeight, lnFinalBias: Tensor // [W]
     public var projection: Tensor                // [D', W] (applied as x·Pᵀ)
 
-    init(source: TensorSource, layout: CheckpointLayout, arch: CLIPArchitecture) throws {
+    init(source: TensorSource, layout: ModelLayout, arch: CLIPArchitecture) throws {
         self.arch = arch
         let w = arch.text.width
         let k = CLIPCheckpointKeys.text(layout)

@@ -5,6 +5,7 @@
 // and key. LayerNorm weights are drawn near 1, everything else uniform in ±scale/sqrt(fan-in).
 
 import Foundation
+import RefractCheckpoint
 import RefractTensor
 
 public final class RandomWeights: TensorSource, @unchecked Sendable {
@@ -33,18 +34,18 @@ public final class RandomWeights: TensorSource, @unchecked Sendable {
         return Tensor(shape: shape, data: data)
     }
 
-    public func ignoreIfPresent(_ key: String) {}
+    public func ignore(_ key: String) {}
 }
 
 extension CLIPVisionTower {
     /// A tower with weights from any source (e.g. `RandomWeights` for benchmarks).
-    public init(weights: TensorSource, layout: CheckpointLayout = .openCLIP, architecture: CLIPArchitecture) throws {
+    public init(weights: TensorSource, layout: ModelLayout = .openCLIP, architecture: CLIPArchitecture) throws {
         try self.init(source: weights, layout: layout, arch: architecture)
     }
 }
 
 extension CLIPTextTower {
-    public init(weights: TensorSource, layout: CheckpointLayout = .openCLIP, architecture: CLIPArchitecture) throws {
+    public init(weights: TensorSource, layout: ModelLayout = .openCLIP, architecture: CLIPArchitecture) throws {
         try self.init(source: weights, layout: layout, arch: architecture)
     }
 }

@@ -1,0 +1,176 @@
+// MARK: - CLIP
+//
+// A loaded CLIP checkpoint: both towers, the checkpoint's own preprocessing and tokenizer, and the
+// high-level encoders (images, texts, zero-shot classifier). Construct with `CLIP.load(_:)` from a
+// local directory or a Hugging Face hub id.
+
+import Foundation
+import RefractCheckpoint
+import RefractImage
+import RefractTensor
+import RefractTokenizer
+
+public final class CLIP: Sendable {
+    /// The model id (hub id or directory path) and where it was loaded from.
+    public let id: String
+    public let directory: URL
+    public let layout: ModelLayout
+    public let architecture: CLIPArchitecture
+    public let vision: CLIPVisionTower
+    public let text: CLIPTextTower
+    /// The stored logit scale (log of the temperature's inverse).
+    public let logitScale: Float
+    public let preprocessing: ImagePreprocessing
+    public let tokenizer: CLIPTokenizer
+
+    /// Loads a model directory or hub id (downloading into the Hugging Face cache when missing).
+    public static func load(_ spec: String, options: ModelLocation.Options = .init()) async throws -> CLIP {
+        let location = try await ModelLocation.resolve(spec, options: options)
+        return try CLIP(location: location)
+    }
+
+    public init(location: ModelLocation) throws {
+        try BLAS.load()
+        id = location.modelId
+        directory = location.directory
+        layout = location.layout
+        let configURL = location.configFile
+        switch layout {
+        case .openCLIP:
+            let cfg = try decodeConfig(OpenCLIPConfigFile.self, from: configURL)
+            architecture = try cfg.architecture(file: configURL.path)
+            preprocessing = try CLIPPreprocessing.openCLIP(cfg, architecture: architecture, file: configURL.path)
+            tokenizer = try CLIPTokenizer.openCLIPDefault()
+        case .transformers:
+            let cfg = try decodeConfig(HFCLIPConfigFile.self, from: configURL)
+            architecture = try cfg.architecture(file: configURL.path)
+            preprocessing = try CLIPPreprocessing.transformers(directory: location.directory, architecture: architecture)
+            tokenizer = try CLIPTokenizer(flavour: .transformers, vocabulary: .directory(location.directory))
+        }
+        let loader = try location.makeTensorLoader()
+        vision = try CLIPVisionTower(source: loader, layout: layout, arch: architecture)
+        text = try CLIPTextTower(source: loader, layout: layout, arch: architecture)
+        logitScale = try loader.take(CLIPCheckpointKeys.text(layout).logitScale, shape: []).data[0]
+        for key in CLIPCheckpointKeys.ignorable(layout) { loader.ignore(key) }
+        try loader.finish()
+    }
+
+    // MARK: Images
+
+    /// Preprocesses decoded images with the checkpoint's transform: [3, S, S] each.
+    public func preprocess(_ images: [RGBImage]) -> [Tensor] {
+        images.map { preprocessing($0) }
+    }
+
+    /// Image embeddings [N, D'] of preprocessed pixel tensors, raw (before L2 normalisation).
+    public func encodeImages(pixels: [Tensor]) -> Tensor { vision(pixels) }
+
+    /// Image embeddings [N, D'] of decoded images, raw.
+    public func encodeImages(_ images: [RGBImage]) -> Tensor { vision(preprocess(images)) }
+
+    // MARK: Texts
+
+    /// Token rows [N, context] as the checkpoint's library tokenizes them.
+    public func tokenize(_ texts: [String]) -> [[Int32]] {
+        tokenizer.tokenize(texts, contextLength: architecture.contextLength)
+    }
+
+    /// Text embeddings [N, D'], raw. Each text is computed only up to its end-of-text token.
+    public func encodeTexts(_ texts: [String], batchSize: Int = 256) -> Tensor {
+        var rows = [Float]()
+        rows.reserveCapacity(texts.count * architecture.embedDim)
+        var start = 0
+        while start < texts.count {
+            let batch = Array(texts[start..<min(start + batchSize, texts.count)])
+            let tokens = tokenize(batch)
+            rows += text(tokens: tokens, readout: tokens.map(Self.readoutPosition)).data
+            start += batch.count
+        }
+        return Tensor(shape: [texts.count, architecture.embedDim], data: rows)
+    }
+
+    /// Where a row is read out: the first occurrence of its largest id (the end-of-text token for
+    /// CLIP's vocabulary), as both open_clip (`argmax`) and transformers do.
+    public static func readoutPosition(_ row: [Int32]) -> Int {
+        var best = 0
+        for (i, v) in row.enumerated() where v > row[best] { best = i }
+        return best
+    }
+
+    // MARK: Zero-shot
+
+    public func zeroShotClassifier(classes: [String], templates: [String] = ZeroShotClassifier.defaultTemplates)
+        -> ZeroShotClassifier {
+        let prompts = ZeroShotClassifier.prompts(classes: classes, templates: templates)
+        return ZeroShotClassifier(classes: classes, templates: templates, textEmbeddings: encodeTexts(prompts))
+    }
+}
+
+// MARK: - Files and predictions
+
+extension CLIP {
+    /// Decodes, preprocesses and embeds image files in batches: [N, D'] raw embeddings, rows in
+    /// the order of `files`. Decoding runs in parallel; the first unreadable file stops the run
+    /// with an `ImageError` naming it. `progress` receives the number of images done.
+    public func encodeImageFiles(_ files: [URL], batchSize: Int = 8, progress: ((Int) -> Void)? = nil) throws -> Tensor {
+        var rows = [Float]()
+        rows.reserveCapacity(files.count * architecture.embedDim)
+        var start = 0
+        while start < files.count {
+            let batch = Array(files[start..<min(start + batchSize, files.count)])
+            let pixels = try preprocessFiles(batch)
+            rows += vision(pixels).data
+            start += batch.count
+            progress?(start)
+        }
+        return Tensor(shape: [files.count, architecture.embedDim], data: rows)
+    }
+
+    /// Decodes and preprocesses files in parallel: [3, S, S] each.
+    public func preprocessFiles(_ files: [URL]) throws -> [Tensor] {
+        let results = ResultSlots<Tensor>(count: files.count)
+        let prep = preprocessing
+        Parallel.forEach(files.count) { i in
+            results.set(i, Result { prep(try ImageDecoder.decode(contentsOf: files[i])) })
+        }
+        return try results.values()
+    }
+}
+
+/// Per-index results written from parallel tasks.
+final class ResultSlots<T>: @unchecked Sendable {
+    private var slots: [Result<T, Error>?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<T, Error>) { lock.lock(); slots[i] = r; lock.unlock() }
+    /// Values in order; rethrows the first failure by index.
+    func values() throws -> [T] { try slots.map { try $0!.get() } }
+}
+
+public struct ClassPrediction: Sendable, Equatable {
+    public var index: Int
+    public var className: String
+    /// Cosine similarity of the image and class embeddings.
+    public var score: Float
+    /// softmax over classes of exp(logit_scale) · score.
+    public var probability: Float
+}
+
+extension ZeroShotClassifier {
+    /// Top-k predictions per image row of `embeddings` [N, D'] (raw or normalised).
+    public func predict(_ embeddings: Tensor, logitScale: Float, topK: Int) -> [[ClassPrediction]] {
+        let s = scores(embeddings)                                               // [N, C]
+        let c = classes.count
+        let scale = Foundation.exp(logitScale)
+        return (0..<s.shape[0]).map { n in
+            let row = Array(s.data[(n * c)..<((n + 1) * c)])
+            let m = row.max() ?? 0
+            let e = row.map { Foundation.exp(Double(($0 - m) * scale)) }
+            let z = e.reduce(0, +)
+            let order = row.indices.sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
+            return order.prefix(topK).map {
+                ClassPrediction(index: $0, className: classes[$0], score: row[$0], probability: Float(e[$0] / z))
+            }
+        }
+    }
+}

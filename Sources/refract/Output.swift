@@ -1,0 +1,68 @@
+// Output helpers for the CLI: JSON encoding, side-car files, report shapes.
+
+import Foundation
+
+enum Output {
+    struct Prediction: Codable { var `class`: String; var index: Int; var score: Float; var probability: Float }
+    struct ClassifyItem: Codable { var path: String; var predictions: [Prediction] }
+    struct ClassifyReport: Codable { var model: String; var templates: [String]; var results: [ClassifyItem] }
+    struct EnvReport: Codable {
+        var blasLibrary: String, blasCore: String, blasThreads: Int, blasConfig: String
+        var openblasCoretype: String?, coretypeSetByRefract: Bool
+        var cpuCores: Int, codecs: String, huggingFaceCache: String, offline: Bool
+    }
+
+    static func json<T: Encodable>(_ value: T) throws -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try e.encode(value), as: UTF8.self)
+    }
+
+    /// `E.npy` → `E.paths.txt` (the suffix replaces the extension).
+    static func sidecar(_ url: URL, _ suffix: String) -> URL {
+        url.deletingPathExtension().appendingPathExtension(suffix)
+    }
+
+    static func writeLines(_ lines: [String], to url: URL) throws {
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url, options: .atomic)
+    }
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+final class ProgressBar: @unchecked Sendable {
+    private let label: String
+    private let enabled = isatty(2) != 0
+    private let lock = NSLock()
+    private var lastDraw = 0.0
+    private var drawn = false
+
+    init(label: String) { self.label = label }
+
+    func update(done: Int, total: Int?, note: String = "", bytes: Bool = false) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        let now = Date().timeIntervalSince1970
+        if now - lastDraw < 0.1 && done != total { return }
+        lastDraw = now
+        func fmt(_ v: Int) -> String { bytes ? String(format: "%.1f MB", Double(v) / 1e6) : "\(v)" }
+        var line = "\r\(label) "
+        if let total, total > 0 {
+            let frac = min(1, Double(done) / Double(total))
+            let width = 30
+            let filled = Int(frac * Double(width))
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled) + "] "
+            line += "\(fmt(done))/\(fmt(total))"
+        } else {
+            line += fmt(done)
+        }
+        if !note.isEmpty { line += " \(note)" }
+        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+        drawn = true
+    }
+
+    func finish() {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
+    }
+}

@@ -1,2 +1,0 @@
-import RefractCLIP
-print("refract")
