@@ -1,2 +1,0 @@
-#include "refract_codecs.h"
-int refract_codecs_version(void) { return 1; }
