@@ -182,13 +182,15 @@ public struct HubDownloader: Sendable {
 
     private func head(_ filename: String, repoId: String, revision: String) async throws -> HeadResult {
         var url = resolveURL(repoId, revision: revision, filename: filename)
+        var carried: [String: String] = [:]  // hub headers seen on relative redirects
         for _ in 0..<10 {
             var req = URLRequest(url: url)
             req.httpMethod = "HEAD"
             addHeaders(&req)
-            let r = try await withRetries(repoId: repoId, filename: filename) {
+            var r = try await withRetries(repoId: repoId, filename: filename) {
                 try await HTTPTransfer.perform(req, timeout: timeout)
             }
+            for (k, v) in carried where r.headers[k] == nil { r.headers[k] = v }
             switch r.status {
             case 200..<300:
                 return .found(try metadata(from: r, location: url, repoId: repoId, filename: filename))
@@ -196,7 +198,9 @@ public struct HubDownloader: Sendable {
                 guard let raw = r.header("location"), let target = URL(string: raw, relativeTo: url)?.absoluteURL else {
                     throw CheckpointError.network(repo: repoId, file: filename, message: "HTTP \(r.status) without a Location header from \(url)")
                 }
-                if URL(string: raw)?.host == nil {  // relative: the hub itself (e.g. a renamed repository)
+                if URL(string: raw)?.host == nil {
+                    // Relative: still the hub (a renamed repository, or a mirror serving LFS itself).
+                    for k in ["x-repo-commit", "x-linked-etag", "x-linked-size", "etag"] { carried[k] = r.headers[k] }
                     url = target
                     continue
                 }

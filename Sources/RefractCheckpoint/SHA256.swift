@@ -123,67 +123,77 @@ public struct SHA256: Sendable {
 
     private mutating func compress(_ data: UnsafeRawPointer, blocks: Int) {
         var a = s0, b = s1, c = s2, d = s3, e = s4, f = s5, g = s6, h = s7
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 16) { wbuf in
-            let w = wbuf.baseAddress!
-            sha256K.withUnsafeBufferPointer { kbuf in
-                let k = kbuf.baseAddress!
-                var p = data
-                for _ in 0..<blocks {
-                    for i in 0..<16 { w[i] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }
-                    let (a0, b0, c0, d0, e0, f0, g0, h0) = (a, b, c, d, e, f, g, h)
-
-                    @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-                    @inline(__always) func round(_ a: UInt32, _ b: UInt32, _ c: UInt32, _ d: inout UInt32,
-                                                 _ e: UInt32, _ f: UInt32, _ g: UInt32, _ h: inout UInt32,
-                                                 _ kw: UInt32) {
-                        let t1 = h &+ (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) &+ (g ^ (e & (f ^ g))) &+ kw
-                        let t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) &+ ((a & b) | (c & (a | b)))
-                        d &+= t1
-                        h = t1 &+ t2
-                    }
-                    @inline(__always) func schedule(_ i: Int) -> UInt32 {
-                        // w[i] for i >= 16, computed in place in the 16-word ring.
-                        let w15 = w[(i - 15) & 15], w2 = w[(i - 2) & 15]
-                        let sig0 = rotr(w15, 7) ^ rotr(w15, 18) ^ (w15 >> 3)
-                        let sig1 = rotr(w2, 17) ^ rotr(w2, 19) ^ (w2 >> 10)
-                        let v = w[i & 15] &+ sig0 &+ w[(i - 7) & 15] &+ sig1
-                        w[i & 15] = v
-                        return v
-                    }
-                    // Rounds 0-15 use the message words directly; 16-63 extend the schedule in place.
-                    var i = 0
-                    while i < 16 {
-                        round(a, b, c, &d, e, f, g, &h, k[i] &+ w[i])
-                        round(h, a, b, &c, d, e, f, &g, k[i + 1] &+ w[i + 1])
-                        round(g, h, a, &b, c, d, e, &f, k[i + 2] &+ w[i + 2])
-                        round(f, g, h, &a, b, c, d, &e, k[i + 3] &+ w[i + 3])
-                        round(e, f, g, &h, a, b, c, &d, k[i + 4] &+ w[i + 4])
-                        round(d, e, f, &g, h, a, b, &c, k[i + 5] &+ w[i + 5])
-                        round(c, d, e, &f, g, h, a, &b, k[i + 6] &+ w[i + 6])
-                        round(b, c, d, &e, f, g, h, &a, k[i + 7] &+ w[i + 7])
-                        i += 8
-                    }
-                    while i < 64 {
-                        round(a, b, c, &d, e, f, g, &h, k[i] &+ schedule(i))
-                        round(h, a, b, &c, d, e, f, &g, k[i + 1] &+ schedule(i + 1))
-                        round(g, h, a, &b, c, d, e, &f, k[i + 2] &+ schedule(i + 2))
-                        round(f, g, h, &a, b, c, d, &e, k[i + 3] &+ schedule(i + 3))
-                        round(e, f, g, &h, a, b, c, &d, k[i + 4] &+ schedule(i + 4))
-                        round(d, e, f, &g, h, a, b, &c, k[i + 5] &+ schedule(i + 5))
-                        round(c, d, e, &f, g, h, a, &b, k[i + 6] &+ schedule(i + 6))
-                        round(b, c, d, &e, f, g, h, &a, k[i + 7] &+ schedule(i + 7))
-                        i += 8
-                    }
-                    a &+= a0; b &+= b0; c &+= c0; d &+= d0; e &+= e0; f &+= f0; g &+= g0; h &+= h0
-                    p += 64
-                }
+        let w = UnsafeMutablePointer<UInt32>.allocate(capacity: 16)  // message schedule ring
+        defer { w.deallocate() }
+        let k = sha256K
+        var p = data
+        for _ in 0..<blocks {
+            for i in 0..<16 { w[i] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }
+            let (a0, b0, c0, d0, e0, f0, g0, h0) = (a, b, c, d, e, f, g, h)
+            // Rounds 0-15 use the message words directly; 16-63 extend the schedule in place.
+            var i = 0
+            while i < 16 {
+                sha256Round(a, b, c, &d, e, f, g, &h, k[i] &+ w[i])
+                sha256Round(h, a, b, &c, d, e, f, &g, k[i + 1] &+ w[i + 1])
+                sha256Round(g, h, a, &b, c, d, e, &f, k[i + 2] &+ w[i + 2])
+                sha256Round(f, g, h, &a, b, c, d, &e, k[i + 3] &+ w[i + 3])
+                sha256Round(e, f, g, &h, a, b, c, &d, k[i + 4] &+ w[i + 4])
+                sha256Round(d, e, f, &g, h, a, b, &c, k[i + 5] &+ w[i + 5])
+                sha256Round(c, d, e, &f, g, h, a, &b, k[i + 6] &+ w[i + 6])
+                sha256Round(b, c, d, &e, f, g, h, &a, k[i + 7] &+ w[i + 7])
+                i += 8
             }
+            while i < 64 {
+                sha256Round(a, b, c, &d, e, f, g, &h, k[i] &+ sha256Schedule(w, i))
+                sha256Round(h, a, b, &c, d, e, f, &g, k[i + 1] &+ sha256Schedule(w, i + 1))
+                sha256Round(g, h, a, &b, c, d, e, &f, k[i + 2] &+ sha256Schedule(w, i + 2))
+                sha256Round(f, g, h, &a, b, c, d, &e, k[i + 3] &+ sha256Schedule(w, i + 3))
+                sha256Round(e, f, g, &h, a, b, c, &d, k[i + 4] &+ sha256Schedule(w, i + 4))
+                sha256Round(d, e, f, &g, h, a, b, &c, k[i + 5] &+ sha256Schedule(w, i + 5))
+                sha256Round(c, d, e, &f, g, h, a, &b, k[i + 6] &+ sha256Schedule(w, i + 6))
+                sha256Round(b, c, d, &e, f, g, h, &a, k[i + 7] &+ sha256Schedule(w, i + 7))
+                i += 8
+            }
+            a &+= a0; b &+= b0; c &+= c0; d &+= d0; e &+= e0; f &+= f0; g &+= g0; h &+= h0
+            p += 64
         }
         s0 = a; s1 = b; s2 = c; s3 = d; s4 = e; s5 = f; s6 = g; s7 = h
     }
 }
 
-private let sha256K: [UInt32] = [
+@inline(__always)
+private func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+
+/// One round; the caller rotates the roles of the eight working variables instead of moving them.
+@inline(__always)
+private func sha256Round(_ a: UInt32, _ b: UInt32, _ c: UInt32, _ d: inout UInt32,
+                         _ e: UInt32, _ f: UInt32, _ g: UInt32, _ h: inout UInt32, _ kw: UInt32) {
+    let t1 = h &+ (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) &+ (g ^ (e & (f ^ g))) &+ kw
+    let t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) &+ ((a & b) | (c & (a | b)))
+    d &+= t1
+    h = t1 &+ t2
+}
+
+/// Message word `i` (16...63), computed in place in the 16-word ring `w`.
+@inline(__always)
+private func sha256Schedule(_ w: UnsafeMutablePointer<UInt32>, _ i: Int) -> UInt32 {
+    let w15 = w[(i - 15) & 15], w2 = w[(i - 2) & 15]
+    let sig0 = rotr(w15, 7) ^ rotr(w15, 18) ^ (w15 >> 3)
+    let sig1 = rotr(w2, 17) ^ rotr(w2, 19) ^ (w2 >> 10)
+    let v = w[i & 15] &+ sig0 &+ w[(i - 7) & 15] &+ sig1
+    w[i & 15] = v
+    return v
+}
+
+/// Round constants, in a never-freed buffer so the hot loop indexes a raw pointer.
+nonisolated(unsafe) private let sha256K: UnsafePointer<UInt32> = {
+    let table = sha256KTable
+    let p = UnsafeMutablePointer<UInt32>.allocate(capacity: table.count)
+    p.initialize(from: table, count: table.count)
+    return UnsafePointer(p)
+}()
+
+private let sha256KTable: [UInt32] = [
     0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
     0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
     0xe49b_69c1, 0xefbe_4786, 0x0fc1_9dc6, 0x240c_a1cc, 0x2de9_2c6f, 0x4a74_84aa, 0x5cb0_a9dc, 0x76f9_88da,

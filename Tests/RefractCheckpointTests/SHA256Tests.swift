@@ -74,4 +74,22 @@ final class SHA256Tests: XCTestCase {
         XCTAssertEqual(try SHA256.hexDigest(ofFileAt: url, progress: { seen = $0 }), SHA256.hexDigest(bytes))
         XCTAssertEqual(seen, Int64(bytes.count))
     }
+
+    func testThroughput() {
+        #if DEBUG
+        let megabytes = 4  // unoptimised builds: just exercise the loop
+        #else
+        let megabytes = 512
+        #endif
+        let bytes = [UInt8](repeating: 0x5A, count: megabytes << 20)
+        let start = threadCPUSeconds()
+        var h = SHA256()
+        h.update(bytes)
+        _ = h.finalize()
+        let rate = Double(megabytes) * 1.048576 / (threadCPUSeconds() - start)
+        print("SHA-256: \(Int(rate)) MB/s (per CPU second)")
+        #if !DEBUG
+        XCTAssertGreaterThan(rate, 100)
+        #endif
+    }
 }

@@ -96,6 +96,12 @@ final class TestHubServer: @unchecked Sendable {
 
     func add(_ repo: String, _ name: String, text: String) { add(repo, name, Array(text.utf8), lfs: false) }
 
+    /// Serves different bytes than the ETag announces (one byte flipped).
+    func corrupt(_ repo: String, _ name: String) {
+        lock.lock(); defer { lock.unlock() }
+        repos[repo]?[name]?.content[0] ^= 0xFF
+    }
+
     func file(_ repo: String, _ name: String) -> HubFile? {
         lock.lock(); defer { lock.unlock() }
         return repos[repo]?[name]

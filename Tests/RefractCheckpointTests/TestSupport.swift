@@ -1,5 +1,10 @@
 import Foundation
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 @testable import RefractCheckpoint
 
 /// A fresh temporary directory, removed when the test ends.
@@ -66,4 +71,11 @@ func pseudoRandomFloats(_ n: Int, seed: UInt64 = 42) -> [Float] {
         s = s &* 6364136223846793005 &+ 1442695040888963407
         return Float(Int64(bitPattern: s >> 11) % 2_000_001 - 1_000_000) / 250_000
     }
+}
+
+/// CPU time of the calling thread: benchmarks stay meaningful on a loaded machine.
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
