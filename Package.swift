@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "RefractImageTests", dependencies: ["RefractImage"]),
         .testTarget(name: "RefractTokenizerTests", dependencies: ["RefractTokenizer"]),
         .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP"]),
-        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP"]),
+        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "refract"]),
     ]
 )

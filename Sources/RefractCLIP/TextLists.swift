@@ -21,7 +21,12 @@ public enum TextLists {
         guard let text = String(data: data, encoding: .utf8) else {
             throw TextFileError(file: url.path, message: "not valid UTF-8")
         }
-        var lines = text.components(separatedBy: "\n").map { $0.hasSuffix("\r") ? String($0.dropLast()) : $0 }
+        // Split on scalars: Swift treats "\r\n" as one Character, so String-level splitting misses it.
+        var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            var s = String(String.UnicodeScalarView(line))
+            if s.unicodeScalars.last == "\r" { s.unicodeScalars.removeLast() }
+            return s
+        }
         if lines.last == "" { lines.removeLast() }
         if lines.isEmpty { throw TextFileError(file: url.path, message: "empty file: expected one \(what) per line") }
         if let blank = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) {

@@ -1,0 +1,185 @@
+import Foundation
+import RefractTensor
+import XCTest
+
+/// Runs the built `refract` binary as a user would.
+final class CLITests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let models = root.appendingPathComponent("Tests/Fixtures/models")
+    static let images = root.appendingPathComponent("Tests/Fixtures/images")
+
+    /// The executable sits beside the test bundle in the build products folder.
+    static var binary: URL {
+        var dir = Bundle(for: CLITests.self).bundleURL
+        while dir.path != "/" {
+            let candidate = dir.deletingLastPathComponent().appendingPathComponent("refract")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return root.appendingPathComponent(".build/debug/refract")
+    }
+
+    var scratch: URL!
+
+    override func setUpWithError() throws {
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("refract-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
+
+    struct Run { var status: Int32; var stdout: String; var stderr: String }
+
+    /// Runs with a time limit (a hang fails the test instead of blocking CI).
+    func refract(_ args: [String], timeout: TimeInterval = 120) throws -> Run {
+        let p = Process()
+        p.executableURL = Self.binary
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["HF_HUB_OFFLINE"] = "1"
+        env["HF_HUB_CACHE"] = scratch.appendingPathComponent("hf-cache").path
+        p.environment = env
+        // Output goes to files: no pipe can fill up and block the child.
+        let outURL = scratch.appendingPathComponent("stdout-\(UUID().uuidString)")
+        let errURL = scratch.appendingPathComponent("stderr-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
+        defer { try? out.close(); try? err.close() }
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            p.terminate()
+            XCTFail("refract \(args.joined(separator: " ")) did not finish within \(timeout) s")
+        }
+        p.waitUntilExit()
+        let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
+        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func path(_ base: URL, _ rel: String) -> String { base.appendingPathComponent(rel).path }
+
+    // MARK: Happy paths
+
+    func testHelpListsCommands() throws {
+        let r = try refract(["--help"])
+        XCTAssertEqual(r.status, 0)
+        for cmd in ["embed-images", "embed-texts", "tokenize", "classify", "env"] { XCTAssertTrue(r.stdout.contains(cmd), cmd) }
+        let sub = try refract(["embed-images", "--help"])
+        XCTAssertEqual(sub.status, 0)
+        XCTAssertTrue(sub.stdout.contains("--no-normalize"))
+    }
+
+    func testEnvShowsBLAS() throws {
+        let r = try refract(["env", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        XCTAssertNotNil(json["blasCore"] as? String)
+        XCTAssertGreaterThanOrEqual(json["blasThreads"] as? Int ?? 0, 1)
+    }
+
+    func testEmbedImagesWritesNormalisedRowsAndPaths() throws {
+        let out = scratch.appendingPathComponent("e.npy")
+        let r = try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output", out.path,
+                             path(Self.models, "inputs")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let e = try NPY.read(out).tensor
+        XCTAssertEqual(e.shape, [4, 24])
+        for i in 0..<4 { XCTAssertEqual(e.row(i).reduce(0) { $0 + $1 * $1 }, 1, accuracy: 1e-5) }
+        let paths = try String(contentsOf: scratch.appendingPathComponent("e.paths.txt"), encoding: .utf8)
+            .split(separator: "\n").map { URL(fileURLWithPath: String($0)).lastPathComponent }
+        XCTAssertEqual(paths, ["img0_40x32.png", "img1_32x48.png", "img2_64x64.png", "img3_33x31.png"])
+        // --no-normalize gives the raw features of the reference.
+        let raw = scratch.appendingPathComponent("raw.npy")
+        XCTAssertEqual(try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--no-normalize",
+                                    "--output", raw.path, path(Self.models, "inputs")]).status, 0)
+        let ref = try NPY.read(Self.models.appendingPathComponent("expected/openclip-tiny/image_embeds.npy")).tensor
+        let got = try NPY.read(raw).tensor
+        for i in 0..<ref.count { XCTAssertEqual(got.data[i], ref.data[i], accuracy: 1e-6 + 1e-5 * abs(ref.data[i])) }
+    }
+
+    func testTokenizeAndEmbedTexts() throws {
+        let ids = scratch.appendingPathComponent("ids.npy")
+        let texts = path(Self.models, "inputs/texts.txt")
+        XCTAssertEqual(try refract(["tokenize", "--model", path(Self.models, "hf-tiny"), "--texts", texts, "--output", ids.path]).status, 0)
+        XCTAssertEqual(try NPY.read(ids), try NPY.read(Self.models.appendingPathComponent("expected/hf-tiny/token_ids.npy")))
+        let emb = scratch.appendingPathComponent("t.npy")
+        let r = try refract(["embed-texts", "--model", path(Self.models, "hf-tiny"), "--texts", texts, "--output", emb.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try NPY.read(emb).shape, [12, 24])
+    }
+
+    func testClassifyJSON() throws {
+        let r = try refract(["classify", "--model", path(Self.models, "openclip-tiny"),
+                             "--classes", path(Self.models, "inputs/classes.txt"),
+                             "--templates", path(Self.models, "inputs/templates.txt"),
+                             "--top-k", "3", "--json", path(Self.models, "inputs/img2_64x64.png")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let results = json["results"] as! [[String: Any]]
+        XCTAssertEqual(results.count, 1)
+        XCTAssertEqual((results[0]["predictions"] as! [Any]).count, 3)
+    }
+
+    // MARK: Bad input: clear message, non-zero exit, nothing written
+
+    func assertFailure(_ r: Run, mentions parts: [String], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertNotEqual(r.status, 0, "expected failure", file: file, line: line)
+        XCTAssertFalse(r.stderr.contains("Fatal error"), "crashed: \(r.stderr)", file: file, line: line)
+        for p in parts { XCTAssertTrue(r.stderr.contains(p), "stderr should mention '\(p)': \(r.stderr)", file: file, line: line) }
+    }
+
+    func testUnreadableImageStopsWithItsPathAndWritesNothing() throws {
+        let folder = scratch.appendingPathComponent("imgs")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Self.models.appendingPathComponent("inputs/img0_40x32.png"),
+                                         to: folder.appendingPathComponent("a.png"))
+        try Data().write(to: folder.appendingPathComponent("b.jpg"))
+        try FileManager.default.copyItem(at: Self.images.appendingPathComponent("bad_truncated.png"),
+                                         to: folder.appendingPathComponent("c.png"))
+        let out = scratch.appendingPathComponent("e.npy")
+        let r = try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output", out.path, folder.path])
+        assertFailure(r, mentions: ["b.jpg"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.appendingPathComponent("e.paths.txt").path))
+    }
+
+    func testNonImageAndHugeImage() throws {
+        for bad in ["bad_text.jpg", "bad_huge.png"] {
+            let r = try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output",
+                                 scratch.appendingPathComponent("x.npy").path, path(Self.images, bad)])
+            assertFailure(r, mentions: [bad])
+        }
+    }
+
+    func testEmptyTextFile() throws {
+        let empty = scratch.appendingPathComponent("empty.txt")
+        try Data().write(to: empty)
+        let r = try refract(["embed-texts", "--model", path(Self.models, "hf-tiny"), "--texts", empty.path,
+                             "--output", scratch.appendingPathComponent("t.npy").path])
+        assertFailure(r, mentions: ["empty.txt", "empty"])
+    }
+
+    func testMissingModelAndOfflineHubId() throws {
+        let r = try refract(["embed-texts", "--model", scratch.appendingPathComponent("no-such-model").path,
+                             "--texts", path(Self.models, "inputs/texts.txt"), "--output", scratch.appendingPathComponent("t.npy").path])
+        assertFailure(r, mentions: ["no-such-model"])
+        let hub = try refract(["embed-texts", "--model", "openai/clip-vit-base-patch16",
+                               "--texts", path(Self.models, "inputs/texts.txt"), "--output", scratch.appendingPathComponent("t.npy").path])
+        assertFailure(hub, mentions: ["openai/clip-vit-base-patch16"])
+    }
+
+    func testBadArguments() throws {
+        assertFailure(try refract(["classify", "--model", path(Self.models, "openclip-tiny"), "--classes",
+                                   path(Self.models, "inputs/classes.txt"), "--top-k", "0", path(Self.models, "inputs")]),
+                      mentions: ["top-k"])
+        assertFailure(try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output",
+                                   scratch.appendingPathComponent("x.npy").path, scratch.appendingPathComponent("missing.png").path]),
+                      mentions: ["missing.png"])
+    }
+}
