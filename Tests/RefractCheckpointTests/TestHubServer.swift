@@ -75,12 +75,11 @@ final class TestHubServer: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// Stops accepting within one poll interval (100 ms); the accept thread closes the socket.
     func stop() {
         lock.lock()
-        let was = stopped
         stopped = true
         lock.unlock()
-        if !was { shutdown(listenFD, Int32(SHUT_RDWR)) }
     }
 
     // MARK: Configuration
