@@ -25,8 +25,6 @@ public enum ModelLayout: String, Sendable, CaseIterable {
     public var weightsFile: String { self == .openCLIP ? "open_clip_model.safetensors" : "model.safetensors" }
     /// The model configuration file of this layout.
     public var configFile: String { self == .openCLIP ? "open_clip_config.json" : "config.json" }
-    /// The pickle file that this layout's converter-less repositories ship instead.
-    public var pickleFile: String { self == .openCLIP ? "open_clip_pytorch_model.bin" : "pytorch_model.bin" }
 }
 
 /// A resolved model: a local directory with a known layout.
