@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Sets up the machine (system packages) and runs the whole test suite.
+# Sets up the machine (system packages) and runs the whole test suite (XCTest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 swift build --build-tests
-swift test --skip-build 2>&1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test --skip-build --disable-swift-testing 2>&1 | tee "$log" || status=$?
+# A plain closing line, from XCTest's own overall summary.
+summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -n 1 || true)
+if [ -n "$summary" ]; then
+  total=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
+  failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
+  echo "tests: $((total - failed)) passed, $failed failed"
+fi
+exit "$status"
