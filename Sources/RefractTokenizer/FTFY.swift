@@ -60,7 +60,9 @@ public enum FTFY {
             text = uncurlQuotes(text)
             text = fixLineBreaks(text)
             text = removeTerminalEscapes(text)
-            text = text.filter { !data.controlCharacters.contains($0.value) }
+            if text.contains(where: { data.controlCharacters.contains($0.value) }) {
+                text = text.filter { !data.controlCharacters.contains($0.value) }
+            }
             text = UnicodeSupport.nfc(text)
             if text == original { return text }
         }
@@ -79,7 +81,8 @@ public enum FTFY {
     }
 
     static func uncurlQuotes(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
-        text.map { s in
+        guard text.contains(where: { $0.value == 0x2BC || (0x2018...0x201F).contains($0.value) }) else { return text }
+        return text.map { s in
             switch s.value {
             case 0x2BC, 0x2018...0x201B: return "'"
             case 0x201C...0x201F: return "\""

@@ -4,9 +4,13 @@ extension FTFY {
     /// Characters written literally in the rules below (marked in `FTFYData.classes` for a fast pre-check).
     static let badnessLiterals = "ŒœÂÃÎÐ€ŠšŸž\u{A0}\u{AD}®©°·»–—´×²³ØÙµà¹¼½¾√±∂†≠™≤≥¥ø≈¢‚ÄìîïòôúùûπâóäêвЂВГРСўβΆΒΓΞΟā¡£"
 
+    /// Literal characters in the rules are all below this code point.
+    static let literalLimit: UInt32 = 0x2300
+
     struct CharClass {
         var mask: UInt32 = 0
-        var scalars: [UInt32] = []
+        /// Bit per code point below `literalLimit` for the characters written out in the rule.
+        var literals = [UInt64](repeating: 0, count: Int(FTFY.literalLimit) / 64)
         var asciiLower = false
         var asciiUpper = false
         var pythonSpace = false
@@ -14,32 +18,66 @@ extension FTFY {
         var anyButNewline = false
         var notASCIILetter = false
 
+        init(mask: UInt32 = 0, scalars: String = "") {
+            self.mask = mask
+            for s in scalars.unicodeScalars {
+                precondition(s.value < FTFY.literalLimit)
+                literals[Int(s.value >> 6)] |= 1 << UInt64(s.value & 63)
+            }
+        }
+
         @inline(__always)
         func matches(_ s: Unicode.Scalar, _ bits: UInt32) -> Bool {
             if bits & mask != 0 { return true }
             let v = s.value
+            if v < FTFY.literalLimit && literals[Int(v >> 6)] & (1 << UInt64(v & 63)) != 0 { return true }
             if asciiLower && v >= 0x61 && v <= 0x7A { return true }
             if asciiUpper && v >= 0x41 && v <= 0x5A { return true }
             if notASCIILetter && !((v >= 0x61 && v <= 0x7A) || (v >= 0x41 && v <= 0x5A)) { return true }
             if anyButNewline && v != 0x0A { return true }
             if pythonSpace && UnicodeSupport.isPythonSpace(s) { return true }
             if word && UnicodeSupport.isPythonWordCharacter(s) { return true }
-            return scalars.contains(v)
+            return false
         }
     }
 
     struct Rule {
-        var elements: [(CharClass, optional: Bool)]
+        var elements: [CharClass]
+        /// Index of the one optional element (`\s?`), or -1.
+        var optional = -1
         var anchored = false
+
+        init(elements: [CharClass], optional: Int = -1, anchored: Bool = false) {
+            self.elements = elements
+            self.optional = optional
+            self.anchored = anchored
+        }
+
+        /// Does the rule match at `i`, with the optional element present or skipped?
+        @inline(__always)
+        func matches(_ text: ArraySlice<Unicode.Scalar>, at i: Int, _ data: FTFYData) -> Bool {
+            if matches(text, at: i, data, skip: -1) { return true }
+            return optional >= 0 && matches(text, at: i, data, skip: optional)
+        }
+
+        @inline(__always)
+        private func matches(_ text: ArraySlice<Unicode.Scalar>, at i: Int, _ data: FTFYData, skip: Int) -> Bool {
+            var p = i
+            for (k, cls) in elements.enumerated() where k != skip {
+                guard p < text.endIndex else { return false }
+                let s = text[p]
+                if !cls.matches(s, data.bits(s)) { return false }
+                p += 1
+            }
+            return true
+        }
     }
 
     static let badnessRules: [Rule] = {
         typealias D = FTFYData
-        func c(_ mask: UInt32, _ chars: String = "") -> CharClass {
-            CharClass(mask: mask, scalars: chars.unicodeScalars.map(\.value))
-        }
+        func c(_ mask: UInt32, _ chars: String = "") -> CharClass { CharClass(mask: mask, scalars: chars) }
         func lit(_ chars: String) -> CharClass { c(0, chars) }
-        func rule(_ elements: CharClass...) -> Rule { Rule(elements: elements.map { ($0, false) }) }
+        func rule(_ elements: CharClass...) -> Rule { Rule(elements: elements) }
         var asciiLetter = CharClass(); asciiLetter.asciiLower = true; asciiLetter.asciiUpper = true
         var lowerASCII = CharClass(); lowerASCII.asciiLower = true
         var space = CharClass(); space.pythonSpace = true
@@ -84,23 +122,14 @@ extension FTFY {
             rule(lit("ВГРС"), c(D.c1 | D.bad | D.startPunctuation | D.endPunctuation | D.currency, "°µ"), lit("ВГРС")),
             rule(lit("Г"), lit("ў"), lit("В"), lit("Ђ"), lit("В"), any, lettersOrSpace),
             rule(lit("Ã"), lit("\u{A0}¡")),
-            Rule(elements: [(lowerASCII, false), (space, true), (lit("ÃÂ"), false), (lit(" "), false)]),
-            Rule(elements: [(lit("ÃÂ"), false), (lit(" "), false)], anchored: true),
+            Rule(elements: [lowerASCII, space, lit("ÃÂ"), lit(" ")], optional: 1),
+            Rule(elements: [lit("ÃÂ"), lit(" ")], anchored: true),
             rule(lowerASCIIPunct, lit("Â"), c(D.startPunctuation | D.endPunctuation, " ")),
             rule(lit("β"), lit("€"), lit("™\u{A0}Ά\u{AD}®°")),
             rule(lit("ΒΓΞΟ"), c(D.c1 | D.bad | D.startPunctuation | D.endPunctuation | D.currency, "°"), lit("ΒΓΞΟ")),
             rule(lit("ā"), lit("€")),
         ]
     }()
-
-    private static func matchRule(_ elements: ArraySlice<(CharClass, optional: Bool)>, _ text: ArraySlice<Unicode.Scalar>, at i: Int, _ data: FTFYData) -> Bool {
-        guard let (cls, optional) = elements.first else { return true }
-        let rest = elements.dropFirst()
-        if i < text.endIndex && cls.matches(text[i], data.bits(text[i])) && matchRule(rest, text, at: i + 1, data) {
-            return true
-        }
-        return optional && matchRule(rest, text, at: i, data)
-    }
 
     static func isBad(_ text: ArraySlice<Unicode.Scalar>) -> Bool {
         let data = FTFYData.shared
@@ -110,7 +139,7 @@ extension FTFY {
         for i in text.indices {
             for rule in rules {
                 if rule.anchored && i != text.startIndex { continue }
-                if matchRule(rule.elements[...], text, at: i, data) { return true }
+                if rule.matches(text, at: i, data) { return true }
             }
         }
         return false

@@ -2,7 +2,7 @@ import Foundation
 
 /// The character tables ftfy's `fix_text` relies on, bundled as `ftfy_data.json` (generated from ftfy 6.3.1 and
 /// Python's codecs by `scripts/fixtures/tokenizer.py`; ftfy is Apache-2.0, by Robyn Speer).
-struct FTFYData: Sendable {
+final class FTFYData: Sendable {
     struct Codepage: Sendable {
         let name: String
         /// Byte -> code point.
@@ -34,6 +34,17 @@ struct FTFYData: Sendable {
     let ligatures: [UInt32: [Unicode.Scalar]]
     let widthMap: [UInt32: [Unicode.Scalar]]
     let controlCharacters: Set<UInt32>
+
+    init(classes: [UInt32], codepages: [Codepage], windows1252: [UInt32?], sloppy1252: [UInt32],
+         ligatures: [UInt32: [Unicode.Scalar]], widthMap: [UInt32: [Unicode.Scalar]], controlCharacters: Set<UInt32>) {
+        self.classes = classes
+        self.codepages = codepages
+        self.windows1252 = windows1252
+        self.sloppy1252 = sloppy1252
+        self.ligatures = ligatures
+        self.widthMap = widthMap
+        self.controlCharacters = controlCharacters
+    }
 
     @inline(__always)
     func bits(_ s: Unicode.Scalar) -> UInt32 {
