@@ -69,17 +69,53 @@ void rf_quick_gelu(float *x, size_t n) {
     }
 }
 
+/* Reductions with 16 independent partial results so the compiler can vectorise them without
+   -ffast-math (the summation order is fixed, so results are deterministic). */
+#define RF_LANES 16
+
+static inline float sum_lanes(const float *x, size_t n) {
+    float acc[RF_LANES] = {0};
+    size_t i = 0;
+    for (; i + RF_LANES <= n; i += RF_LANES)
+        for (int l = 0; l < RF_LANES; l++) acc[l] += x[i + l];
+    float s = 0;
+    for (; i < n; i++) s += x[i];
+    for (int l = 0; l < RF_LANES; l++) s += acc[l];
+    return s;
+}
+
+static inline float max_lanes(const float *x, size_t n) {
+    float acc[RF_LANES];
+    for (int l = 0; l < RF_LANES; l++) acc[l] = -INFINITY;
+    size_t i = 0;
+    for (; i + RF_LANES <= n; i += RF_LANES)
+        for (int l = 0; l < RF_LANES; l++) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+    float m = -INFINITY;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (int l = 0; l < RF_LANES; l++) m = acc[l] > m ? acc[l] : m;
+    return m;
+}
+
+static inline float centred_sq_lanes(const float *x, size_t n, float mean) {
+    float acc[RF_LANES] = {0};
+    size_t i = 0;
+    for (; i + RF_LANES <= n; i += RF_LANES)
+        for (int l = 0; l < RF_LANES; l++) { float c = x[i + l] - mean; acc[l] += c * c; }
+    float s = 0;
+    for (; i < n; i++) { float c = x[i] - mean; s += c * c; }
+    for (int l = 0; l < RF_LANES; l++) s += acc[l];
+    return s;
+}
+
 RF_MULTIVERSION
 void rf_softmax_rows(float *x, size_t rows, size_t cols, size_t ld, float scale, int causal, size_t row_offset) {
     for (size_t r = 0; r < rows; r++) {
         float *row = x + r * ld;
         size_t valid = cols;
         if (causal && r + row_offset + 1 < cols) valid = r + row_offset + 1;
-        float m = -INFINITY;
-        for (size_t j = 0; j < valid; j++) m = row[j] > m ? row[j] : m;
-        float s = 0;
-        for (size_t j = 0; j < valid; j++) { float e = exp_inline((row[j] - m) * scale); row[j] = e; s += e; }
-        float inv = 1.0f / s;
+        float m = max_lanes(row, valid);
+        for (size_t j = 0; j < valid; j++) row[j] = exp_inline((row[j] - m) * scale);
+        float inv = 1.0f / sum_lanes(row, valid);
         for (size_t j = 0; j < valid; j++) row[j] *= inv;
         for (size_t j = valid; j < cols; j++) row[j] = 0;
     }
@@ -91,12 +127,8 @@ void rf_layer_norm(const float *x, float *y, size_t rows, size_t d, const float 
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
         float *yr = y + r * d;
-        float sum = 0;
-        for (size_t j = 0; j < d; j++) sum += xr[j];
-        float mean = sum * inv_d;
-        float sq = 0;
-        for (size_t j = 0; j < d; j++) { float c = xr[j] - mean; sq += c * c; }
-        float inv = 1.0f / sqrtf(sq * inv_d + eps);
+        float mean = sum_lanes(xr, d) * inv_d;
+        float inv = 1.0f / sqrtf(centred_sq_lanes(xr, d, mean) * inv_d + eps);
         for (size_t j = 0; j < d; j++) yr[j] = (xr[j] - mean) * inv * g[j] + b[j];
     }
 }
