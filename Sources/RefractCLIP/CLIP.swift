@@ -76,7 +76,7 @@ public final class CLIP: Sendable {
     }
 
     /// Text embeddings [N, D'], raw. Each text is computed only up to its end-of-text token.
-    public func encodeTexts(_ texts: [String], batchSize: Int = 256) -> Tensor {
+    public func encodeTexts(_ texts: [String], batchSize: Int = 256, progress: ((Int) -> Void)? = nil) -> Tensor {
         var rows = [Float]()
         rows.reserveCapacity(texts.count * architecture.embedDim)
         var start = 0
@@ -85,6 +85,7 @@ public final class CLIP: Sendable {
             let tokens = tokenize(batch)
             rows += text(tokens: tokens, readout: tokens.map(Self.readoutPosition)).data
             start += batch.count
+            progress?(start)
         }
         return Tensor(shape: [texts.count, architecture.embedDim], data: rows)
     }

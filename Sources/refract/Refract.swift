@@ -102,7 +102,9 @@ struct EmbedTexts: AsyncParsableCommand {
     func run() async throws {
         let lines = try TextLists.readLines(URL(fileURLWithPath: texts))
         let clip = try await modelOptions.load()
-        let e = clip.encodeTexts(lines)
+        let bar = ProgressBar(label: "texts")
+        let e = clip.encodeTexts(lines) { bar.update(done: $0, total: lines.count) }
+        bar.finish()
         let out = normalizeFlag.normalize ? Ops.l2Normalized(e) : e
         try NPY.write(out, to: URL(fileURLWithPath: output))
         FileHandle.standardError.write(Data("wrote \(output) [\(out.shape.map(String.init).joined(separator: ", "))]\n".utf8))
