@@ -68,6 +68,9 @@ public struct CLIPTokenizer: Sendable {
         self.flavour = flavour
         switch flavour {
         case .openCLIP:
+            // ftfy's tables and the HTML5 entities are needed by every open_clip encode: fail here, not later.
+            _ = try FTFYData.loaded.get()
+            _ = try PythonHTML.loaded.get()
             let raw = try VocabularyReader.read(source, specials: ["<start_of_text>", "<end_of_text>"])
             model = try BPEModel(vocabulary: raw.vocabulary, merges: raw.merges, path: raw.vocabularyPath, mergesPath: raw.mergesPath)
             func find(_ names: [String]) throws -> Int32 {

@@ -51,13 +51,15 @@ final class FTFYData: Sendable {
         s.value < 0x10000 ? classes[Int(s.value)] : 0
     }
 
-    static let shared: FTFYData = {
-        do {
-            return try load()
-        } catch {
-            fatalError("\(error)")
+    /// The bundled tables, or why they could not be read (checked when an open_clip tokenizer is created).
+    static let loaded = Result { try load() }
+
+    static var shared: FTFYData {
+        switch loaded {
+        case let .success(data): return data
+        case let .failure(error): fatalError("\(error)")
         }
-    }()
+    }
 
     private static func load() throws -> FTFYData {
         let name = "ftfy_data.json"

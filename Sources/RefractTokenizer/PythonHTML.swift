@@ -6,22 +6,27 @@ import Foundation
 public enum PythonHTML {
     /// The HTML5 named character references (`html.entities.html5`), keyed without the leading `&`,
     /// e.g. `"amp;"` and `"amp"`.
-    public static var entities: [String: String] { data.entities }
+    public static var entities: [String: String] { data }
 
-    struct Data: Sendable {
-        let entities: [String: String]
-        /// Longest name in the table, in scalars.
-        let maxNameLength: Int
+    /// The bundled table, or why it could not be read (checked when an open_clip tokenizer is created).
+    static let loaded = Result { () throws -> [String: String] in
+        let name = "html5_entities.json"
+        guard let url = Bundle.module.url(forResource: "html5_entities", withExtension: "json") else {
+            throw TokenizerError.missingResource(name: name, reason: "not found in the RefractTokenizer bundle")
+        }
+        guard let bytes = try? Data(contentsOf: url),
+              let table = try? JSONSerialization.jsonObject(with: bytes) as? [String: String] else {
+            throw TokenizerError.missingResource(name: name, reason: "unreadable or not a JSON object of strings")
+        }
+        return table
     }
 
-    static let data: Data = {
-        guard let url = Bundle.module.url(forResource: "html5_entities", withExtension: "json"),
-              let bytes = try? Foundation.Data(contentsOf: url),
-              let table = try? JSONSerialization.jsonObject(with: bytes) as? [String: String] else {
-            fatalError("\(TokenizerError.missingResource(name: "html5_entities.json", reason: "missing or not a JSON object of strings"))")
+    static var data: [String: String] {
+        switch loaded {
+        case let .success(data): return data
+        case let .failure(error): fatalError("\(error)")
         }
-        return Data(entities: table, maxNameLength: table.keys.map { $0.unicodeScalars.count }.max() ?? 0)
-    }()
+    }
 
     /// Replacements for numeric references to C1 controls and NUL/CR (HTML5 "invalid charrefs").
     static let invalidCharrefs: [UInt32: Unicode.Scalar] = [
@@ -73,7 +78,7 @@ public enum PythonHTML {
 
     static func unescape(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] {
         guard s.contains("&") else { return s }
-        let table = data.entities
+        let table = data
         var out: [Unicode.Scalar] = []
         out.reserveCapacity(s.count)
         let n = s.count
