@@ -299,11 +299,14 @@ public struct CLIPTokenizer: Sendable {
 
     // MARK: decoding
 
-    /// The text of some ids: byte-level symbols back to UTF-8 (invalid sequences become U+FFFD) with each
-    /// `</w>` replaced by a space (open_clip `decode`); start, end and pad tokens are dropped.
+    /// The text of some ids (open_clip `decode`): byte-level symbols back to UTF-8 (invalid sequences become
+    /// U+FFFD) with each `</w>` replaced by a space. Start tokens are skipped and decoding stops at the first end
+    /// token, so a padded row decodes to its text.
     public func decode(_ ids: [Int]) -> String {
         var bytes: [UInt8] = []
-        for id in ids where id != startToken && id != endToken && !(flavour == .openCLIP && id == padToken) {
+        for id in ids {
+            if id == endToken { break }
+            if id == startToken { continue }
             guard let token = model.idToToken[Int32(truncatingIfNeeded: id)] ?? addedTokens.first(where: { $0.id == id })?.content else { continue }
             var rest = Substring(token)
             var endsWord = false
@@ -314,6 +317,11 @@ public struct CLIPTokenizer: Sendable {
             if endsWord { bytes.append(0x20) }
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Decodes a padded row (see `decode(_:)`).
+    public func decode(_ row: [Int32]) -> String {
+        decode(row.map(Int.init))
     }
 }
 

@@ -56,6 +56,9 @@ final class TokenizerUnitTests: XCTestCase {
         XCTAssertEqual(t.encode("猫"), [163, 234, 360])  // three bytes, no merges across them
         XCTAssertEqual(t.encode("a photo of a cat"), [320, 1125, 539, 320, 2368])
         XCTAssertEqual(t.decode(t.encode("a photo of a cat")), "a photo of a cat ")
+        XCTAssertEqual(t.decode(t.tokenize("Hello, world! 猫")), "hello , world ! 猫 ")
+        let h = try CLIPTokenizer.transformersDefault()
+        XCTAssertEqual(h.decode(h.tokenize("Hello, world! 猫")), "hello , world ! 猫 ")
     }
 
     func testPaddingAndEOT() throws {
