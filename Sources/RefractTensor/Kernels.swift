@@ -15,14 +15,28 @@ public enum Kernels {
 
     /// GELU with erf, as torch.nn.GELU() / transformers "gelu": 0.5·x·(1 + erf(x/√2)).
     public static func gelu(_ x: UnsafeMutableBufferPointer<Float>) {
-        guard let p = x.baseAddress else { return }
-        rf_gelu(p, x.count)
+        chunked(x) { rf_gelu($0, $1) }
     }
 
     /// QuickGELU, as OpenAI CLIP: x·sigmoid(1.702·x).
     public static func quickGELU(_ x: UnsafeMutableBufferPointer<Float>) {
-        guard let p = x.baseAddress else { return }
-        rf_quick_gelu(p, x.count)
+        chunked(x) { rf_quick_gelu($0, $1) }
+    }
+
+    /// Applies an in-place elementwise kernel over all cores in contiguous chunks (elementwise, so
+    /// the result does not depend on the split).
+    static func chunked(_ x: UnsafeMutableBufferPointer<Float>,
+                        _ kernel: @escaping @Sendable (UnsafeMutablePointer<Float>, Int) -> Void) {
+        guard let base = x.baseAddress else { return }
+        let n = x.count
+        let chunk = 1 << 16
+        if n <= chunk { kernel(base, n); return }
+        let parts = (n + chunk - 1) / chunk
+        let p = SendablePointer(base)
+        Parallel.forEach(parts) { i in
+            let start = i * chunk
+            kernel(p.pointer + start, Swift.min(chunk, n - start))
+        }
     }
 
     /// Row-wise LayerNorm of x[rows, d] into y (may alias x), biased variance, two passes.

@@ -10,19 +10,19 @@ public enum Ops {
         precondition(x.rank == 2 && weight.rank == 2 && x.shape[1] == weight.shape[1],
                      "linear: x \(x.shape) vs weight \(weight.shape)")
         let m = x.shape[0], k = x.shape[1], n = weight.shape[0]
-        var y = Tensor(zeros: [m, n])                                        // [M, N]
-        let beta: Float
-        if let bias {
-            precondition(bias.shape == [n], "linear: bias \(bias.shape), expected [\(n)]")
-            y.data.withUnsafeMutableBufferPointer { yp in
+        // The output is fully written by the bias copy or by sgemm with beta 0: no zero-fill.
+        var y = Tensor(shape: [m, n], data: [Float](unsafeUninitializedCapacity: m * n) { buf, count in
+            if let bias {
+                precondition(bias.shape == [n], "linear: bias \(bias.shape), expected [\(n)]")
                 bias.data.withUnsafeBufferPointer { bp in
-                    for r in 0..<m { (yp.baseAddress! + r * n).update(from: bp.baseAddress!, count: n) }
+                    for r in 0..<m { (buf.baseAddress! + r * n).initialize(from: bp.baseAddress!, count: n) }
                 }
+            } else {
+                buf.baseAddress!.initialize(repeating: 0, count: m * n)
             }
-            beta = 1
-        } else {
-            beta = 0
-        }
+            count = m * n
+        })                                                                   // [M, N]
+        let beta: Float = bias == nil ? 0 : 1
         x.data.withUnsafeBufferPointer { xp in
             weight.data.withUnsafeBufferPointer { wp in
                 y.data.withUnsafeMutableBufferPointer { yp in
