@@ -28,7 +28,8 @@ enum Output {
     }
 }
 
-/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+/// A one-line progress bar for counted work (images, texts) on stderr, drawn only when stderr is a
+/// terminal. Downloads use RefractCheckpoint's `TerminalProgress` (bytes and rate).
 final class ProgressBar: @unchecked Sendable {
     private let label: String
     private let enabled = isatty(2) != 0
@@ -38,24 +39,22 @@ final class ProgressBar: @unchecked Sendable {
 
     init(label: String) { self.label = label }
 
-    func update(done: Int, total: Int?, note: String = "", bytes: Bool = false) {
+    func update(done: Int, total: Int?) {
         guard enabled else { return }
         lock.lock(); defer { lock.unlock() }
         let now = Date().timeIntervalSince1970
         if now - lastDraw < 0.1 && done != total { return }
         lastDraw = now
-        func fmt(_ v: Int) -> String { bytes ? String(format: "%.1f MB", Double(v) / 1e6) : "\(v)" }
         var line = "\r\(label) "
         if let total, total > 0 {
             let frac = min(1, Double(done) / Double(total))
             let width = 30
             let filled = Int(frac * Double(width))
             line += "[" + String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled) + "] "
-            line += "\(fmt(done))/\(fmt(total))"
+            line += "\(done)/\(total)"
         } else {
-            line += fmt(done)
+            line += "\(done)"
         }
-        if !note.isEmpty { line += " \(note)" }
         FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
         drawn = true
     }

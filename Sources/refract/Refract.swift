@@ -37,11 +37,8 @@ struct ModelOptions: ParsableArguments {
             }
             options.layout = l
         }
-        let bar = ProgressBar(label: "download")
-        options.progress = { p in bar.update(done: Int(p.bytesDone), total: p.totalBytes.map(Int.init), note: p.file, bytes: true) }
-        let clip = try await CLIP.load(model, options: options)
-        bar.finish()
-        return clip
+        options.progress = TerminalProgress.stderrReporter()
+        return try await CLIP.load(model, options: options)
     }
 }
 
