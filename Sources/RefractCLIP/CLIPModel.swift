@@ -58,12 +58,14 @@ public struct ResidualBlock: Sendable {
 
     /// x[S, D] → x + MSA(ln1 x), then + MLP(ln2 ·). With `queries` other than `.all`, the result
     /// has one row per segment (that segment's first or last token).
+    /// `parallelAttention` false runs attention heads on the calling thread (the caller already
+    /// runs one batch slice per core).
     func forward(_ x: Tensor, segments: [Segment], arch: TowerArchitecture, causal: Bool,
-                 queries: QueryRows = .all) -> Tensor {
+                 queries: QueryRows = .all, parallelAttention: Bool = true) -> Tensor {
         let h = Ops.layerNorm(x, weight: ln1Weight, bias: ln1Bias, eps: arch.layerNormEps)      // [S, D]
         let qkv = Ops.linear(h, weight: qkvWeight, bias: qkvBias)                               // [S, 3D]
-        let attn = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: arch.heads,
-                                          causal: causal, queries: queries)                      // [R, D]
+        let attn = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: arch.heads, causal: causal,
+                                          queries: queries, parallel: parallelAttention)         // [R, D]
         var y: Tensor                                                                            // [R, D]
         switch queries {
         case .all: y = x
@@ -159,17 +161,45 @@ public struct CLIPVisionTower: Sendable {
     }
 
     /// Image embeddings before L2 normalisation: [B, D'] for preprocessed images [3, S, S].
+    /// A batch is split into one slice per BLAS thread, each computed on its own core.
     public func callAsFunction(_ images: [Tensor]) -> Tensor {
+        rowsInSlices(count: images.count, width: arch.embedDim) { range, parallel in
+            forward(Array(images[range]), parallelAttention: parallel)
+        }
+    }
+
+    func forward(_ images: [Tensor], parallelAttention: Bool) -> Tensor {
         if images.isEmpty { return Tensor(zeros: [0, arch.embedDim]) }
         var (x, segments) = embed(images)                                               // [B·T, D]
         for (l, block) in blocks.enumerated() {
             let last = l == blocks.count - 1
-            x = block.forward(x, segments: segments, arch: arch.vision, causal: false, queries: last ? .first : .all)
+            x = block.forward(x, segments: segments, arch: arch.vision, causal: false,
+                              queries: last ? .first : .all, parallelAttention: parallelAttention)
         }
         if blocks.isEmpty { x = Ops.gatherRows(x, segments.map(\.start)) }
         let pooled = Ops.layerNorm(x, weight: lnPostWeight, bias: lnPostBias, eps: arch.vision.layerNormEps) // [B, D]
         return Ops.linear(pooled, weight: projection, bias: nil)                       // [B, D']
     }
+}
+
+/// Computes `count` independent output rows of `width` in slices, one per BLAS thread
+/// (`BLAS.forEachSlice`), and stacks them in order: [count, width]. `body(range, parallel)`
+/// returns the rows of `range`; `parallel` says whether it may parallelise internally.
+func rowsInSlices(count: Int, width: Int, _ body: @Sendable (Range<Int>, Bool) -> Tensor) -> Tensor {
+    if count == 0 { return Tensor(zeros: [0, width]) }
+    if Swift.min(count, BLAS.threads) <= 1 { return body(0..<count, true) }
+    var out = [Float](repeating: 0, count: count * width)                              // [count, width]
+    out.withUnsafeMutableBufferPointer { buf in
+        let dst = SendablePointer(buf.baseAddress!)
+        BLAS.forEachSlice(count: count) { range in
+            let rows = body(range, false)
+            precondition(rows.shape == [range.count, width])
+            rows.data.withUnsafeBufferPointer {
+                (dst.pointer + range.lowerBound * width).update(from: $0.baseAddress!, count: rows.count)
+            }
+        }
+    }
+    return Tensor(shape: [count, width], data: out)
 }
 
 // MARK: Text tower
@@ -204,6 +234,12 @@ public struct CLIPTextTower: Sendable {
     /// read-out cannot influence it under the causal mask, so only tokens 0...eot are computed.
     public func callAsFunction(tokens: [[Int32]], readout: [Int]) -> Tensor {
         precondition(tokens.count == readout.count)
+        return rowsInSlices(count: tokens.count, width: arch.embedDim) { range, parallel in
+            forward(tokens: Array(tokens[range]), readout: Array(readout[range]), parallelAttention: parallel)
+        }
+    }
+
+    func forward(tokens: [[Int32]], readout: [Int], parallelAttention: Bool) -> Tensor {
         if tokens.isEmpty { return Tensor(zeros: [0, arch.embedDim]) }
         let w = arch.text.width
         var segments = [Segment]()
@@ -226,7 +262,8 @@ public struct CLIPTextTower: Sendable {
         }
         for (l, block) in blocks.enumerated() {
             let last = l == blocks.count - 1
-            x = block.forward(x, segments: segments, arch: arch.text, causal: true, queries: last ? .last : .all)
+            x = block.forward(x, segments: segments, arch: arch.text, causal: true,
+                              queries: last ? .last : .all, parallelAttention: parallelAttention)
         }
         if blocks.isEmpty { x = Ops.gatherRows(x, segments.map { $0.start + $0.length - 1 }) }
         let pooled = Ops.layerNorm(x, weight: lnFinalWeight, bias: lnFinalBias, eps: arch.text.layerNormEps) // [N, W]

@@ -106,6 +106,21 @@ public enum BLAS {
 
     private static let singleThreadLock = NSLock()
 
+    /// Splits `count` independent items into contiguous slices, one per BLAS thread, and runs
+    /// `body(range)` for each slice on its own core with single-threaded BLAS. Runs `body(0..<count)`
+    /// directly when there is one thread or one item. Data parallelism over a batch avoids the
+    /// synchronisation of multi-threaded BLAS on every product (measured ~15% faster for ViT-B/16
+    /// at batch 8 on 2 cores).
+    public static func forEachSlice(count: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let workers = Swift.min(count, threads)
+        if workers <= 1 { body(0..<count); return }
+        withSingleThreadedBLAS {
+            Parallel.forEach(workers) { w in
+                body((w * count / workers)..<((w + 1) * count / workers))
+            }
+        }
+    }
+
     /// Runs `body` with BLAS single-threaded, for code that parallelises over many small products
     /// itself (attention over heads). OpenBLAS's thread count is process-wide, so this serialises.
     public static func withSingleThreadedBLAS<R>(_ body: () throws -> R) rethrows -> R {

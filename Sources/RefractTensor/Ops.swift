@@ -153,8 +153,10 @@ extension Ops {
     /// Scaled dot-product attention for packed sequences, parallel over (segment, head).
     /// qkv: [S, 3D] with q | k | v blocks of width D, heads of width D/H inside each block.
     /// Returns [R, D] where R = S for `.all`, or one row per segment otherwise.
+    /// With `parallel` false the tasks run one after another on the calling thread, with BLAS as it
+    /// is set (for callers that already run one batch slice per core).
     public static func multiHeadAttention(qkv: Tensor, segments: [Segment], heads: Int, causal: Bool,
-                                          queries: QueryRows = .all) -> Tensor {
+                                          queries: QueryRows = .all, parallel: Bool = true) -> Tensor {
         precondition(qkv.rank == 2 && qkv.shape[1] % 3 == 0)
         let d = qkv.shape[1] / 3
         precondition(d % heads == 0, "attention: width \(d) not divisible by \(heads) heads")
@@ -175,33 +177,36 @@ extension Ops {
             out.data.withUnsafeMutableBufferPointer { op in
                 let qs = SendablePointer(qp.baseAddress!)
                 let os = SendablePointer(op.baseAddress!)
-                BLAS.withSingleThreadedBLAS {
-                    Parallel.forEach(tasks) { task in
-                        let q0 = UnsafePointer(qs.pointer), o0 = os.pointer
-                        let seg = segments[task / heads]
-                        let h = task % heads
-                        let t = seg.length
-                        let firstQuery: Int
-                        let nq: Int
-                        switch queries {
-                        case .all: firstQuery = 0; nq = t
-                        case .first: firstQuery = 0; nq = 1
-                        case .last: firstQuery = t - 1; nq = 1
-                        }
-                        let base = q0 + seg.start * ld
-                        let q = base + firstQuery * ld + h * dh                  // [nq, dh] (ld 3D)
-                        let k = base + d + h * dh                                // [t, dh]  (ld 3D)
-                        let v = base + 2 * d + h * dh                            // [t, dh]  (ld 3D)
-                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: nq * t)  // [nq, t]
-                        defer { scores.deallocate() }
-                        BLAS.sgemm(.none, .transpose, m: nq, n: t, k: dh, a: q, lda: ld, b: k, ldb: ld,
-                                   c: scores, ldc: t)
-                        Kernels.softmaxRows(scores, rows: nq, cols: t, ld: t, scale: scale, causal: causal,
-                                            rowOffset: firstQuery)
-                        let o = o0 + outStart[task / heads] * d + h * dh         // [nq, dh] (ld D)
-                        BLAS.sgemm(.none, .none, m: nq, n: dh, k: t, a: scores, lda: t, b: v, ldb: ld,
-                                   c: o, ldc: d)
+                let runTask = { @Sendable (task: Int) in
+                    let q0 = UnsafePointer(qs.pointer), o0 = os.pointer
+                    let seg = segments[task / heads]
+                    let h = task % heads
+                    let t = seg.length
+                    let firstQuery: Int
+                    let nq: Int
+                    switch queries {
+                    case .all: firstQuery = 0; nq = t
+                    case .first: firstQuery = 0; nq = 1
+                    case .last: firstQuery = t - 1; nq = 1
                     }
+                    let base = q0 + seg.start * ld
+                    let q = base + firstQuery * ld + h * dh                  // [nq, dh] (ld 3D)
+                    let k = base + d + h * dh                                // [t, dh]  (ld 3D)
+                    let v = base + 2 * d + h * dh                            // [t, dh]  (ld 3D)
+                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: nq * t)  // [nq, t]
+                    defer { scores.deallocate() }
+                    BLAS.sgemm(.none, .transpose, m: nq, n: t, k: dh, a: q, lda: ld, b: k, ldb: ld,
+                               c: scores, ldc: t)
+                    Kernels.softmaxRows(scores, rows: nq, cols: t, ld: t, scale: scale, causal: causal,
+                                        rowOffset: firstQuery)
+                    let o = o0 + outStart[task / heads] * d + h * dh         // [nq, dh] (ld D)
+                    BLAS.sgemm(.none, .none, m: nq, n: dh, k: t, a: scores, lda: t, b: v, ldb: ld,
+                               c: o, ldc: d)
+                }
+                if parallel {
+                    BLAS.withSingleThreadedBLAS { Parallel.forEach(tasks, runTask) }
+                } else {
+                    for task in 0..<tasks { runTask(task) }
                 }
             }
         }
