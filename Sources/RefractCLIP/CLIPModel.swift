@@ -18,6 +18,15 @@ public protocol TensorSource: AnyObject {
 
 extension TensorLoader: TensorSource {}
 
+/// A projection into the joint space as [out, in] (applied as x·Wᵀ): OpenCLIP stores P as
+/// [in, out] and applies x·P, transformers stores a Linear weight [out, in].
+func takeProjection(_ source: TensorSource, _ key: String, layout: ModelLayout, from width: Int, to dim: Int) throws -> Tensor {
+    switch layout {
+    case .openCLIP: return Ops.transposed(try source.take(key, shape: [width, dim]))
+    case .transformers: return try source.take(key, shape: [dim, width])
+    }
+}
+
 // MARK: Residual block
 
 /// Weights of one pre-LN residual block, in torch.nn.Linear layout ([out, in]); q,k,v fused.
@@ -107,10 +116,7 @@ public struct CLIPVisionTower: Sendable {
         }
         lnPostWeight = try source.take(k.lnPostWeight, shape: [d])
         lnPostBias = try source.take(k.lnPostBias, shape: [d])
-        switch layout {
-        case .openCLIP: projection = Ops.transposed(try source.take(k.projection, shape: [d, arch.embedDim]))
-        case .transformers: projection = try source.take(k.projection, shape: [arch.embedDim, d])
-        }
+        projection = try takeProjection(source, k.projection, layout: layout, from: d, to: arch.embedDim)
     }
 
     /// Patch rows of one preprocessed image [3, S, S] → [G·G, 3·p·p], in conv-weight order (c, ky, kx),
@@ -223,10 +229,7 @@ public struct CLIPTextTower: Sendable {
         }
         lnFinalWeight = try source.take(k.lnFinalWeight, shape: [w])
         lnFinalBias = try source.take(k.lnFinalBias, shape: [w])
-        switch layout {
-        case .openCLIP: projection = Ops.transposed(try source.take(k.projection, shape: [w, arch.embedDim]))
-        case .transformers: projection = try source.take(k.projection, shape: [arch.embedDim, w])
-        }
+        projection = try takeProjection(source, k.projection, layout: layout, from: w, to: arch.embedDim)
     }
 
     /// Text embeddings before L2 normalisation, [N, D'], for token rows (any padding) and the

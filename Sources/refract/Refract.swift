@@ -45,6 +45,13 @@ struct ModelOptions: ParsableArguments {
 struct NormalizeFlag: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "L2-normalise each embedding row (default: on). --no-normalize writes the raw projected features.")
     var normalize = true
+
+    /// Writes the embeddings (normalised unless --no-normalize) as float32 .npy and says so on stderr.
+    func write(_ embeddings: Tensor, to output: String) throws {
+        let out = normalize ? Ops.l2Normalized(embeddings) : embeddings
+        try NPY.write(out, to: URL(fileURLWithPath: output))
+        FileHandle.standardError.write(Data("wrote \(output) [\(out.shape.map(String.init).joined(separator: ", "))]\n".utf8))
+    }
 }
 
 // MARK: embed-images
@@ -76,11 +83,8 @@ struct EmbedImages: AsyncParsableCommand {
             bar.update(done: done, total: files.count)
         }
         bar.finish()
-        let out = normalizeFlag.normalize ? Ops.l2Normalized(embeddings) : embeddings
-        let outURL = URL(fileURLWithPath: output)
-        try Output.writeLines(files.map(\.path), to: Output.sidecar(outURL, "paths.txt"))
-        try NPY.write(out, to: outURL)
-        FileHandle.standardError.write(Data("wrote \(output) [\(out.shape.map(String.init).joined(separator: ", "))]\n".utf8))
+        try Output.writeLines(files.map(\.path), to: Output.sidecar(URL(fileURLWithPath: output), "paths.txt"))
+        try normalizeFlag.write(embeddings, to: output)
     }
 }
 
@@ -102,9 +106,7 @@ struct EmbedTexts: AsyncParsableCommand {
         let bar = ProgressBar(label: "texts")
         let e = clip.encodeTexts(lines) { bar.update(done: $0, total: lines.count) }
         bar.finish()
-        let out = normalizeFlag.normalize ? Ops.l2Normalized(e) : e
-        try NPY.write(out, to: URL(fileURLWithPath: output))
-        FileHandle.standardError.write(Data("wrote \(output) [\(out.shape.map(String.init).joined(separator: ", "))]\n".utf8))
+        try normalizeFlag.write(e, to: output)
     }
 }
 
