@@ -47,6 +47,10 @@ public final class CLIP: Sendable {
             preprocessing = try CLIPPreprocessing.transformers(directory: location.directory, architecture: architecture)
             tokenizer = try CLIPTokenizer(flavour: .transformers, vocabulary: .directory(location.directory))
         }
+        if tokenizer.vocabularySize > architecture.vocabSize {
+            throw ConfigError(file: configURL.path, message: "the tokenizer has \(tokenizer.vocabularySize) tokens but the "
+                + "text tower's vocabulary has \(architecture.vocabSize) rows")
+        }
         let loader = try location.makeTensorLoader()
         vision = try CLIPVisionTower(source: loader, layout: layout, arch: architecture)
         text = try CLIPTextTower(source: loader, layout: layout, arch: architecture)

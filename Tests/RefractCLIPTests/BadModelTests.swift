@@ -103,6 +103,17 @@ final class BadModelTests: XCTestCase {
         assertFails(dir, mentions: ["open_clip_config.json", "timm", "convnext_base"])
     }
 
+    func testVocabularySmallerThanTheTokenizerIsRefused() throws {
+        let dir = try copyOf("hf-tiny")
+        let url = dir.appendingPathComponent("config.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        var text = json["text_config"] as! [String: Any]
+        text["vocab_size"] = 1000
+        json["text_config"] = text
+        try JSONSerialization.data(withJSONObject: json).write(to: url)
+        assertFails(dir, mentions: ["config.json", "1000"])
+    }
+
     func testMissingPreprocessorConfig() throws {
         let dir = try copyOf("hf-tiny")
         try FileManager.default.removeItem(at: dir.appendingPathComponent("preprocessor_config.json"))
