@@ -7,7 +7,7 @@ let package = Package(
     name: "Refract",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "Refract", targets: ["RefractCLIP"]),
+        .library(name: "Refract", targets: ["RefractCLIP", "RefractDecompose", "RefractStore"]),
         .executable(name: "refract", targets: ["refract"]),
         .executable(name: "refract-bench", targets: ["refract-bench"]),
     ],
@@ -43,19 +43,28 @@ let package = Package(
             name: "RefractCLIP",
             dependencies: ["RefractTensor", "RefractCheckpoint", "RefractImage", "RefractTokenizer"]
         ),
+        // Run stores: manifest + safetensors shards of per-image tensors, resumable writing, reading, export.
+        .target(name: "RefractStore", dependencies: ["RefractTensor", "RefractCheckpoint"]),
+        // PNG charts (line plots) drawn in memory and written with libpng.
+        .target(name: "RefractPlot", dependencies: ["RefractImage"]),
+        // Exact direct-effect decomposition (generic pass + model definitions), dataset runs, mean ablation.
+        .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractStore", "RefractPlot"]),
         .executableTarget(
             name: "refract",
-            dependencies: ["RefractCLIP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["RefractCLIP", "RefractDecompose", "RefractStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
         .target(name: "CRefractBench"),
-        .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP", "CRefractBench"]),
+        .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP", "RefractDecompose", "CRefractBench"]),
 
         .testTarget(name: "RefractTensorTests", dependencies: ["RefractTensor"]),
         .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint"]),
         .testTarget(name: "RefractImageTests", dependencies: ["RefractImage"]),
         .testTarget(name: "RefractTokenizerTests", dependencies: ["RefractTokenizer"]),
         .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP"]),
-        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "refract"]),
+        .testTarget(name: "RefractStoreTests", dependencies: ["RefractStore"]),
+        .testTarget(name: "RefractPlotTests", dependencies: ["RefractPlot", "RefractImage"]),
+        .testTarget(name: "RefractDecomposeTests", dependencies: ["RefractDecompose"]),
+        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractStore", "refract"]),
     ]
 )

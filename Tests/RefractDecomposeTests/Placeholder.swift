@@ -1,0 +1,4 @@
+import XCTest
+@testable import RefractDecompose
+
+final class PlaceholderDecomposeTests: XCTestCase {}

@@ -1,0 +1,4 @@
+import XCTest
+@testable import RefractPlot
+
+final class PlaceholderPlotTests: XCTestCase {}

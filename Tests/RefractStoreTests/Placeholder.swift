@@ -1,0 +1,4 @@
+import XCTest
+@testable import RefractStore
+
+final class PlaceholderStoreTests: XCTestCase {}
