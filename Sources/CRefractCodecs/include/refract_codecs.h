@@ -64,6 +64,15 @@ int refract_png_probe(const uint8_t *data, size_t size, refract_image_info *info
 int refract_png_decode(const uint8_t *data, size_t size, uint8_t *out, size_t out_size,
                        uint32_t width, uint32_t height, refract_codec_error *err);
 
+/* Encodes 8-bit interleaved pixels (rows top to bottom; `channels` 1 gray, 2 gray+alpha,
+   3 RGB, 4 RGBA; `pixels_size` must be width*height*channels) as a non-interlaced PNG with
+   zlib `compression_level` 0...9. On success `*out` holds `*out_size` bytes allocated here;
+   release them with `refract_png_free`. On failure `*out` is NULL and nothing is allocated. */
+int refract_png_encode(const uint8_t *pixels, size_t pixels_size, uint32_t width, uint32_t height,
+                       int channels, int compression_level, uint8_t **out, size_t *out_size,
+                       refract_codec_error *err);
+void refract_png_free(uint8_t *buffer);
+
 /* Library versions linked at run time, for diagnostics ("libjpeg-turbo 2.1.5", "1.6.39"). */
 const char *refract_png_library_version(void);
 int refract_jpeg_library_version(void);
