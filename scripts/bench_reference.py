@@ -22,13 +22,34 @@ Case ids (default: all):
     vit-l-14-b8   ViT-L-14 image tower, batch 8
     text-b-16     ViT-B-16 text tower (width 512, 12 layers), 100 prompts
     text-l-14     ViT-L-14 text tower (width 768, 12 layers), 100 prompts
+    decompose-official-vit-b-16-b8
+                  ViT-B-16 image tower, batch 8, decomposed the way the official
+                  research code of Gandelsman et al. (ICLR 2024) does it (see below)
+
+The decomposition case times, per call, what the official code's `prs_hook`
+(`hook_prs_logger(..., spatial=False)`, method "head_no_spatial") does to get
+per-head contributions: a forward pass of the image tower whose every attention
+block computes per-head outputs for EVERY query token explicitly (q/k/v from the
+packed in-projection, attention probabilities [B,H,T,T] by softmax, then
+`einsum('bhnm,bhmc->bnhc')` with the per-head values and
+`einsum('bnhc,dhc->bnhd')` with the per-head slice of the out projection, giving
+[B,T,H,D], + out-proj bias / H; the residual adds their sum over heads), keeping
+only the class-token row of each ([B,L,H,D]) plus `ln_pre`'s class row and the
+MLP outputs at the class token ([B,L+1,D]); then `ln_post` with the real
+statistics of the final class token (mean and sqrt(biased var + eps)), split
+evenly over the 2L+1 layer-level terms (and over the H heads of a layer), the
+projection applied to all kept components, and division by ||embedding||. Once
+per case (untimed) the sum of all components is checked against the L2-normalised
+`encode_image` output (`identity_max_abs_err` in the result; the case fails
+above 1e-4). Throughput is in images/s as for the image cases.
 
 Timing: `warmup` untimed calls, then timed calls until at least `min_iters` calls
 and `min_seconds` of measured time (capped by `max_iters`). Throughput =
 batch / median seconds per call. `--quick`: 1 warm-up, >= 3 calls / >= 1.5 s.
 Default: 2 warm-ups, >= 5 calls / >= 10 s. (On 2 cores one text call, 100
 prompts x 77 positions, takes ~10-20 s: a --quick run of all cases takes
-~5-7 minutes, a default run ~12-15 minutes.)
+~5-7 minutes, a default run ~12-15 minutes; the decomposition case takes about
+1.5x as long as vit-b-16-b8.)
 
 Numbers are only as good as the machine is quiet: `loadavg_start`/`loadavg_end`
 are recorded so a caller can flag runs made while other work was running.
@@ -53,7 +74,11 @@ Output with --json: ONE JSON object on stdout (everything else goes to stderr):
           "build_s": 1.9                                 # model creation time (not timed)
         },
         "text-b-16": {..., "tower": "text", "batch": 100, "input": [100, 77],
-                      "unit": "prompts/s", "tokenize_median_s": 0.004, ...}
+                      "unit": "prompts/s", "tokenize_median_s": 0.004, ...},
+        "decompose-official-vit-b-16-b8": {..., "tower": "image", "batch": 8,
+                      "method": "decompose-official", "unit": "images/s",
+                      "components": {"attn": [8, 12, 12, 512], "mlp": [8, 13, 512]},
+                      "identity_max_abs_err": 1e-7, ...}
       },
       "errors": {"case-id": "message"}                  # only cases that failed
     }
@@ -80,6 +105,7 @@ CASES = {
     "vit-l-14-b8": ("ViT-L-14", "image", 8),
     "text-b-16": ("ViT-B-16", "text", 100),
     "text-l-14": ("ViT-L-14", "text", 100),
+    "decompose-official-vit-b-16-b8": ("ViT-B-16", "decompose", 8),
 }
 
 CLASSES = [
@@ -156,6 +182,61 @@ def summarize(times, batch):
     }
 
 
+def official_decompose(model, x):
+    """Per-head direct effects of an open_clip ViT, the official research code's way.
+
+    Follows the official `prs_hook` with `spatial=False` ("head_no_spatial"): every
+    attention block materialises per-head outputs for every query token, [B, T, H, D]
+    (+ out-proj bias / H), of which the class-token row is kept; `pre` (= ln_pre's class
+    row) and the MLP outputs at the class token are kept as [B, L+1, D]. ln_post is
+    applied with the real statistics of the final class token, its mean and bias split
+    evenly over the 2L+1 layer terms (and the H heads of a layer), then the projection,
+    and everything is divided by ||embedding||. Returns (attn [B, L, H, D'], mlp [B, L+1, D']),
+    which sum to the L2-normalised image embedding.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    v = model.visual
+    p = v.conv1(x)
+    p = p.reshape(p.shape[0], p.shape[1], -1).permute(0, 2, 1)             # [B, g*g, D]
+    B, _, D = p.shape
+    h = torch.cat([v.class_embedding.to(p.dtype).expand(B, 1, D), p], dim=1) + v.positional_embedding
+    h = v.ln_pre(h)                                                           # [B, T, D]
+    T = h.shape[1]
+    mlps = [h[:, 0]]
+    attns = []
+    for blk in v.transformer.resblocks:
+        mha = blk.attn
+        H = mha.num_heads
+        d = D // H
+        y = blk.ln_1(h)
+        qkv = F.linear(y, mha.in_proj_weight, mha.in_proj_bias).view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)
+        q, k, val = qkv[0], qkv[1], qkv[2]                                   # [B, H, T, d]
+        probs = torch.softmax((q * d ** -0.5) @ k.transpose(-1, -2), dim=-1)  # [B, H, T, T]
+        z = torch.einsum("bhnm,bhmc->bnhc", probs, val)                      # [B, T, H, d]
+        heads = torch.einsum("bnhc,dhc->bnhd", z, mha.out_proj.weight.view(D, H, d))
+        heads = heads + mha.out_proj.bias / H                                # [B, T, H, D]
+        attns.append(heads[:, 0])
+        h = h + blk.ls_1(heads.sum(2))
+        m = blk.ls_2(blk.mlp(blk.ln_2(h)))
+        mlps.append(m[:, 0])
+        h = h + m
+    attns = torch.stack(attns, 1)                                             # [B, L, H, D]
+    mlps = torch.stack(mlps, 1)                                               # [B, L+1, D]
+    xl = h[:, 0]
+    ln = v.ln_post
+    mean = xl.mean(-1)
+    std = torch.sqrt(xl.var(-1, unbiased=False) + ln.eps)
+    K = attns.shape[1] + mlps.shape[1]                                        # 2L + 1
+    Hn = attns.shape[2]
+    mlps = (ln.weight * (mlps - mean[:, None, None] / K) / std[:, None, None] + ln.bias / K) @ v.proj
+    attns = (ln.weight * (attns - mean[:, None, None, None] / (K * Hn)) / std[:, None, None, None]
+             + ln.bias / (K * Hn)) @ v.proj
+    norm = (F.layer_norm(xl, ln.normalized_shape, ln.weight, ln.bias, ln.eps) @ v.proj).norm(dim=-1)
+    return attns / norm[:, None, None, None], mlps / norm[:, None, None]
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         description="open_clip CPU reference throughput (random weights, float32).",
@@ -174,7 +255,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.list:
         for k, (m, t, b) in CASES.items():
-            print(f"{k:12s} {m} {t} tower, batch {b}")
+            what = "image tower, official per-head decomposition" if t == "decompose" else f"{t} tower"
+            print(f"{k:12s} {m} {what}, batch {b}")
         sys.exit(0)
     ids = [s.strip().lower() for s in args.only.split(",") if s.strip()] or list(CASES)
     bad = [s for s in ids if s not in CASES]
@@ -268,6 +350,20 @@ def main(argv=None):
                         x = torch.randn(batch, 3, *size, dtype=torch.float32)
                         fn = lambda: model.encode_image(x)  # noqa: E731
                         extra = {"input": list(x.shape), "unit": "images/s"}
+                    elif tower == "decompose":
+                        size = model.visual.image_size
+                        size = size if isinstance(size, (tuple, list)) else (size, size)
+                        x = torch.randn(batch, 3, *size, dtype=torch.float32)
+                        attns, mlps = official_decompose(model, x)
+                        ref = torch.nn.functional.normalize(model.encode_image(x), dim=-1)
+                        err = (attns.sum((1, 2)) + mlps.sum(1) - ref).abs().max().item()
+                        if not err < 1e-4:
+                            raise RuntimeError(f"decomposition does not sum to the embedding (max |err| {err:g})")
+                        fn = lambda: official_decompose(model, x)  # noqa: E731
+                        extra = {"tower": "image", "method": "decompose-official", "input": list(x.shape),
+                                 "unit": "images/s",
+                                 "components": {"attn": list(attns.shape), "mlp": list(mlps.shape)},
+                                 "identity_max_abs_err": err}
                     else:
                         ids = tokenizer(prompts)
                         tok_times = time_calls(lambda: tokenizer(prompts), 1, 5, 0.0, 5)

@@ -1,4 +1,0 @@
-import XCTest
-@testable import RefractPlot
-
-final class PlaceholderPlotTests: XCTestCase {}
