@@ -1,0 +1,162 @@
+import Foundation
+import RefractTensor
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// MARK: - Export
+//
+// A run exported as plain NumPy files. Each tensor's `.npy` header is written for the full shape
+// `[N, ...]` first; the shards are then streamed in, one at a time, so memory stays flat in N.
+// Everything is written into a hidden temporary directory beside the target, which is renamed
+// into place at the end: a killed export never looks complete.
+
+/// Exports runs to other formats.
+public enum StoreExport {
+    /// Writes `dir/<name>.npy` (float32 `[N, ...]`) for each tensor in `names` (all when nil),
+    /// `dir/<constant>.npy` for each constant, `image_index.npy` (int64 `[N]`), `images.txt`
+    /// (one path per row), `labels.txt` (one label per row, empty when unlabelled) when any row has
+    /// a label, `classes.txt` when the run has class names, and a copy of `manifest.json`.
+    /// `dir` must not exist or be an empty directory.
+    public static func npy(_ reader: StoreReader, to dir: URL, names: [String]? = nil) throws {
+        let dir = dir.standardizedFileURL
+        let target = dir.path
+        var selected: [StoreTensorSpec] = []
+        for name in names ?? reader.manifest.tensors.map(\.name) where !selected.contains(where: { $0.name == name }) {
+            selected.append(try reader.spec(name))
+        }
+        switch pathKind(dir) {
+        case .other: throw StoreError(.exists, path: target, "exists and is not a directory; choose another export path")
+        case .directory:
+            if !(try directoryEntries(dir)).isEmpty {
+                throw StoreError(.exists, path: target, "exists and is not empty; choose another export path or remove it")
+            }
+        case .missing: break
+        }
+        let parent = dir.deletingLastPathComponent()
+        do {
+            try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError(.io, path: parent.path, "cannot create directory: \(error.localizedDescription)")
+        }
+        let temp = parent.appendingPathComponent(".\(dir.lastPathComponent).export\(temporaryMarker)\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            try FileManager.default.createDirectory(at: temp, withIntermediateDirectories: false)
+        } catch {
+            throw StoreError(.io, path: temp.path, "cannot create temporary export directory: \(error.localizedDescription)")
+        }
+        var committed = false
+        defer { if !committed { try? FileManager.default.removeItem(at: temp) } }
+
+        try writeContents(reader, selected: selected, into: temp)
+        syncDirectory(temp.path)
+        if rename(temp.path, target) != 0 {
+            throw StoreError(.io, path: target, "cannot move the finished export into place: \(errnoText())")
+        }
+        committed = true
+        syncDirectory(parent.path)
+    }
+
+    private static func writeContents(_ reader: StoreReader, selected: [StoreTensorSpec], into temp: URL) throws {
+        let n = reader.rowCount
+        let manifest = reader.manifest
+        var writers: [String: NPYStreamWriter] = [:]
+        for spec in selected {
+            writers[spec.name] = try NPYStreamWriter(url: temp.appendingPathComponent("\(spec.name).npy"),
+                                                     descr: "<f4", shape: [n] + spec.shape, elementSize: 4)
+        }
+        let indexWriter = try NPYStreamWriter(url: temp.appendingPathComponent("image_index.npy"),
+                                              descr: "<i8", shape: [n], elementSize: 8)
+        try reader.forEachShard(selected.map(\.name)) { rows, tensors in
+            for spec in selected {
+                guard let t = tensors[spec.name], let w = writers[spec.name] else { continue }
+                try t.data.withUnsafeBytes { try w.append($0) }
+            }
+            let indices = reader.rowImageIndices[rows].map { Int64($0) }
+            try indices.withUnsafeBytes { try indexWriter.append($0) }
+        }
+        for spec in selected { try writers[spec.name]?.finish() }
+        try indexWriter.finish()
+
+        for spec in manifest.constants {
+            let t = try reader.constant(spec.name)
+            let w = try NPYStreamWriter(url: temp.appendingPathComponent("\(spec.name).npy"),
+                                        descr: "<f4", shape: t.shape, elementSize: 4)
+            try t.data.withUnsafeBytes { try w.append($0) }
+            try w.finish()
+        }
+
+        let images = reader.rowImageIndices.map { manifest.images[$0] }
+        try writeLines(images.lazy.map(\.path), to: temp.appendingPathComponent("images.txt"))
+        if images.contains(where: { $0.label != nil }) {
+            try writeLines(images.lazy.map { $0.label ?? "" }, to: temp.appendingPathComponent("labels.txt"))
+        }
+        if let classes = manifest.classNames {
+            try writeLines(classes, to: temp.appendingPathComponent("classes.txt"))
+        }
+        let manifestData: Data
+        do { manifestData = try manifest.encoded() } catch {
+            throw StoreError(.io, path: ManifestFile.url(reader.run).path, "cannot encode the manifest: \(error)")
+        }
+        try writeAtomically(manifestData, to: temp.appendingPathComponent(ManifestFile.name))
+    }
+
+    /// Writes one line per element (each ending in "\n"), in buffered chunks.
+    private static func writeLines<S: Sequence>(_ lines: S, to url: URL) throws where S.Element == String {
+        let file = try AtomicFile(target: url)
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(1 << 20)
+        for line in lines {
+            buffer.append(contentsOf: line.utf8)
+            buffer.append(0x0A)
+            if buffer.count >= 1 << 20 {
+                try file.write(buffer)
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        try file.write(buffer)
+        try file.commit()
+    }
+}
+
+/// A .npy file written header first, then data appended in pieces; `finish()` checks that exactly
+/// the bytes of the declared shape arrived. Version 1.0 header, laid out like `NPY.encode`.
+final class NPYStreamWriter {
+    private let file: AtomicFile
+    private let expectedDataBytes: Int
+    private let headerBytes: Int
+
+    init(url: URL, descr: String, shape: [Int], elementSize: Int) throws {
+        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
+        let unpadded = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+        let length = header.utf8.count
+        guard length <= Int(UInt16.max) else {
+            throw StoreError(.invalidArgument, path: url.path, "shape \(shape) is too long for a .npy header")
+        }
+        file = try AtomicFile(target: url)
+        var prefix: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)]
+        prefix.append(contentsOf: header.utf8)
+        try file.write(prefix)
+        headerBytes = prefix.count
+        expectedDataBytes = shape.reduce(1, *) * elementSize
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        guard file.bytesWritten - headerBytes + bytes.count <= expectedDataBytes else {
+            throw StoreError(.io, path: file.target, "more data than the declared shape holds")
+        }
+        try file.write(bytes)
+    }
+
+    func finish() throws {
+        let data = file.bytesWritten - headerBytes
+        guard data == expectedDataBytes else {
+            throw StoreError(.io, path: file.target, "wrote \(data) data bytes, the declared shape needs \(expectedDataBytes)")
+        }
+        try file.commit()
+    }
+}

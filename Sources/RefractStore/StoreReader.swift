@@ -1,0 +1,240 @@
+import Foundation
+import RefractCheckpoint
+import RefractTensor
+
+// MARK: - StoreReader
+//
+// Opening a run validates everything except the tensor data: the manifest (JSON, format, version,
+// internal consistency), and for every recorded shard its safetensors header (strict), its
+// metadata (format, run id, shard number), its tensors (names, dtypes, shapes with the recorded row
+// count) and its `image_index` rows. Data is read only when asked for, one shard mapping at a time.
+// `verifyChecksums()` additionally hashes every file against the manifest.
+
+/// Reads a run directory written by `StoreWriter`.
+public final class StoreReader: Sendable {
+    /// The run directory.
+    public let run: URL
+    /// The decoded, validated manifest.
+    public let manifest: StoreManifest
+    /// Input index of each stored row, in row order (all shards concatenated).
+    public let rowImageIndices: [Int]
+    /// The rows each recorded shard holds (`shardRows[i]` for `manifest.shards[i]`).
+    public let shardRows: [Range<Int>]
+
+    /// Number of stored rows (images that were not skipped, in the recorded shards).
+    public var rowCount: Int { rowImageIndices.count }
+    /// The input images of the stored rows, in row order.
+    public var rowImages: [StoreImage] { rowImageIndices.map { manifest.images[$0] } }
+    /// Whether the run was finished.
+    public var isComplete: Bool { manifest.complete }
+    /// The per-image tensors of the run.
+    public var tensorSpecs: [StoreTensorSpec] { manifest.tensors }
+
+    /// Opens and validates a run. Incomplete runs are refused unless `allowIncomplete`.
+    public init(run: URL, allowIncomplete: Bool = false) throws {
+        let run = run.standardizedFileURL
+        let manifest = try ManifestFile.load(run: run)
+        if !manifest.complete && !allowIncomplete {
+            throw StoreError(.incomplete, path: run.path,
+                             "the run is incomplete (\(manifest.shards.count) of \(manifest.shardRanges.count) shards written); "
+                                + "finish it with --resume")
+        }
+        let skipped = Set(manifest.skipped.map(\.index))
+        var indices: [Int] = []
+        var shardRows: [Range<Int>] = []
+        for i in manifest.shards.indices {
+            let start = indices.count
+            indices.append(contentsOf: try checkShard(manifest: manifest, run: run, index: i, skipped: skipped, checkIndices: true))
+            shardRows.append(start..<indices.count)
+        }
+        if !manifest.constants.isEmpty {
+            let url = run.appendingPathComponent(ManifestFile.constantsName)
+            // An incomplete run may have been killed before its constants were written.
+            if manifest.complete || pathKind(url) != .missing {
+                let file = try openRunFile(url, role: "the run's constants")
+                try checkTensors(file, expected: manifest.constants.map { ($0.name, $0.dtype.safetensors, $0.shape) },
+                                 manifestName: ManifestFile.name)
+            }
+        }
+        self.run = run
+        self.manifest = manifest
+        rowImageIndices = indices
+        self.shardRows = shardRows
+    }
+
+    /// The spec of a per-image tensor.
+    public func spec(_ name: String) throws -> StoreTensorSpec {
+        guard let s = manifest.tensors.first(where: { $0.name == name }) else {
+            throw StoreError(.unknownName, path: ManifestFile.url(run).path,
+                             "the run has no tensor '\(name)' (it has: \(manifest.tensors.map(\.name).joined(separator: ", ")))")
+        }
+        return s
+    }
+
+    /// All rows of a tensor: `[rowCount] + spec.shape`, float32.
+    public func tensor(_ name: String) throws -> Tensor {
+        try tensor(name, rows: 0..<rowCount)
+    }
+
+    /// Rows `rows` of a tensor: `[rows.count] + spec.shape`, float32, read from the shards that
+    /// hold them only.
+    public func tensor(_ name: String, rows: Range<Int>) throws -> Tensor {
+        let spec = try spec(name)
+        guard rows.lowerBound >= 0, rows.upperBound <= rowCount else {
+            throw StoreError(.invalidArgument, path: run.path, "rows \(rows) are outside the run's \(rowCount) rows")
+        }
+        let width = spec.elementCount
+        var data = [Float](repeating: 0, count: rows.count * width)
+        for (i, shardRange) in shardRows.enumerated() {
+            let lo = max(rows.lowerBound, shardRange.lowerBound), hi = min(rows.upperBound, shardRange.upperBound)
+            guard lo < hi else { continue }
+            let file = try openShard(i)
+            let info = file.tensors[name]
+            let path = file.path
+            try data.withUnsafeMutableBufferPointer { out in
+                guard let dst = out.baseAddress, let info else { return }
+                try file.withRawBytes(name) { raw in
+                    guard raw.count == info.elementCount * info.dtype.byteSize,
+                          info.elementCount == shardRange.count * width else {
+                        throw StoreError(.invalidShard, path: path, "tensor '\(name)' changed on disk while reading")
+                    }
+                    convertElements(raw, dtype: info.dtype, start: (lo - shardRange.lowerBound) * width,
+                                    count: (hi - lo) * width, into: dst + (lo - rows.lowerBound) * width)
+                }
+            }
+        }
+        return Tensor(shape: [rows.count] + spec.shape, data: data)
+    }
+
+    /// Calls `body` once per recorded shard, in order, with the shard's row range and its tensors
+    /// `names` (float32, `[rows] + shape`). Only one shard is in memory at a time.
+    public func forEachShard(_ names: [String], _ body: (Range<Int>, [String: Tensor]) throws -> Void) throws {
+        for name in names { _ = try spec(name) }
+        for (i, rows) in shardRows.enumerated() {
+            var tensors: [String: Tensor] = [:]
+            do {
+                let file = try openShard(i)
+                for name in names {
+                    do {
+                        tensors[name] = try file.floatTensor(name)
+                    } catch let e as CheckpointError {
+                        throw StoreError(.invalidShard, path: file.path, stripPath(e.description, file.path))
+                    }
+                }
+            }
+            try body(rows, tensors)
+        }
+    }
+
+    /// An image-independent tensor from `constants.safetensors`, float32.
+    public func constant(_ name: String) throws -> Tensor {
+        guard manifest.constants.contains(where: { $0.name == name }) else {
+            throw StoreError(.unknownName, path: ManifestFile.url(run).path,
+                             "the run has no constant '\(name)' (it has: \(manifest.constants.map(\.name).joined(separator: ", ")))")
+        }
+        let url = run.appendingPathComponent(ManifestFile.constantsName)
+        let file = try openRunFile(url, role: "the run's constants")
+        try checkTensors(file, expected: manifest.constants.map { ($0.name, $0.dtype.safetensors, $0.shape) },
+                         manifestName: ManifestFile.name)
+        do {
+            return try file.floatTensor(name)
+        } catch let e as CheckpointError {
+            throw StoreError(.invalidShard, path: url.path, stripPath(e.description, url.path))
+        }
+    }
+
+    /// Fails unless `other` was computed with the same model (id and weights hash), convention and
+    /// dimensions, and has the same per-image tensors (names and shapes; storage types may differ).
+    public func requireCompatible(with other: StoreReader) throws {
+        let a = manifest, b = other.manifest
+        let here = run.path, there = other.run.path
+        func fail(_ message: String) -> StoreError { StoreError(.incompatibleRuns, path: here, message) }
+        if a.model.id != b.model.id || a.model.weightsSHA256 != b.model.weightsSHA256 {
+            throw fail("runs of different models: \(here) has '\(a.model.id)' (weights sha256 \(a.model.weightsSHA256)), "
+                + "\(there) has '\(b.model.id)' (weights sha256 \(b.model.weightsSHA256))")
+        }
+        if a.convention != b.convention {
+            throw fail("runs with different conventions: \(here) uses '\(a.convention)', \(there) uses '\(b.convention)'")
+        }
+        if a.dimensions != b.dimensions {
+            let key = Set(a.dimensions.keys).union(b.dimensions.keys).sorted().first { a.dimensions[$0] != b.dimensions[$0] } ?? "?"
+            throw fail("runs with different dimensions: \(key) is \(a.dimensions[key].map(String.init) ?? "absent") in \(here), "
+                + "\(b.dimensions[key].map(String.init) ?? "absent") in \(there)")
+        }
+        let ta = a.tensors.map { "\($0.name)\($0.shape)" }, tb = b.tensors.map { "\($0.name)\($0.shape)" }
+        if ta != tb {
+            throw fail("runs with different tensors: \(here) has \(ta.joined(separator: ", ")); \(there) has \(tb.joined(separator: ", "))")
+        }
+    }
+
+    /// Hashes every shard file (and nothing else) and compares it with the SHA-256 in the manifest.
+    /// `progress` is called after each shard with the number checked so far.
+    public func verifyChecksums(progress: ((Int) -> Void)? = nil) throws {
+        for (i, record) in manifest.shards.enumerated() {
+            let url = run.appendingPathComponent(record.file)
+            let hex: String
+            do {
+                hex = try SHA256.hexDigest(ofFileAt: url)
+            } catch let e as CheckpointError {
+                throw StoreError(.io, path: url.path, stripPath(e.description, url.path))
+            }
+            if hex != record.sha256 {
+                throw StoreError(.checksumMismatch, path: url.path,
+                                 "SHA-256 is \(hex) but \(ManifestFile.name) records \(record.sha256); the file was modified or damaged")
+            }
+            progress?(i + 1)
+        }
+    }
+
+    /// Opens shard `i` and re-checks its header against the manifest (the file may have changed
+    /// since `init`).
+    private func openShard(_ i: Int) throws -> SafetensorsFile {
+        try checkShardHeader(manifest: manifest, run: run, index: i).file
+    }
+}
+
+/// Validates recorded shard `index` of `manifest` and returns the input indices of its rows.
+func checkShard(manifest: StoreManifest, run: URL, index: Int, skipped: Set<Int>, checkIndices: Bool) throws -> [Int] {
+    let record = manifest.shards[index]
+    let (file, _) = try checkShardHeader(manifest: manifest, run: run, index: index)
+    let expected = record.range.filter { !skipped.contains($0) }
+    guard checkIndices else { return expected }
+    let stored: [Int64]
+    do {
+        stored = try file.int64Values("image_index")
+    } catch let e as CheckpointError {
+        throw StoreError(.invalidShard, path: file.path, stripPath(e.description, file.path))
+    }
+    if stored.count != expected.count || zip(stored, expected).contains(where: { Int($0) != $1 }) {
+        let at = zip(stored, expected).enumerated().first { Int($0.element.0) != $0.element.1 }
+        throw StoreError(.invalidShard, path: file.path,
+                         "image_index disagrees with \(ManifestFile.name)"
+                            + (at.map { " at row \($0.offset): \($0.element.0) stored, \($0.element.1) expected" } ?? ""))
+    }
+    return expected
+}
+
+/// Opens recorded shard `index` and checks metadata, tensor names, dtypes and shapes.
+@discardableResult
+func checkShardHeader(manifest: StoreManifest, run: URL, index: Int) throws -> (file: SafetensorsFile, rows: Int) {
+    let record = manifest.shards[index]
+    let url = run.appendingPathComponent(record.file)
+    let file = try openRunFile(url, role: "shard \(index) of \(manifest.shardRanges.count), recorded in \(ManifestFile.name)")
+    let path = file.path
+    let meta = file.metadata
+    if meta[ShardMetadata.format] != StoreManifest.formatName {
+        throw StoreError(.invalidShard, path: path, "is not a refract shard (its metadata has no format \"\(StoreManifest.formatName)\")")
+    }
+    if meta[ShardMetadata.runId] != manifest.runId {
+        throw StoreError(.invalidShard, path: path,
+                         "belongs to run \(meta[ShardMetadata.runId] ?? "(none)"), but \(ManifestFile.name) is run \(manifest.runId)")
+    }
+    if meta[ShardMetadata.shard] != String(index) {
+        throw StoreError(.invalidShard, path: path, "is shard \(meta[ShardMetadata.shard] ?? "(none)") by its metadata, expected \(index)")
+    }
+    let rows = record.rows
+    var expected: [(name: String, dtype: SafetensorsDType, shape: [Int])] = [("image_index", .i64, [rows])]
+    for spec in manifest.tensors { expected.append((spec.name, spec.dtype.safetensors, [rows] + spec.shape)) }
+    try checkTensors(file, expected: expected, manifestName: ManifestFile.name)
+    return (file, rows)
+}

@@ -1,4 +1,0 @@
-import XCTest
-@testable import RefractStore
-
-final class PlaceholderStoreTests: XCTestCase {}
