@@ -57,14 +57,17 @@ let package = Package(
         .target(name: "CRefractBench"),
         .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP", "RefractDecompose", "CRefractBench"]),
 
+        // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
+        .target(name: "RefractTestSupport", dependencies: ["RefractTensor"]),
+
         .testTarget(name: "RefractTensorTests", dependencies: ["RefractTensor"]),
         .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint"]),
         .testTarget(name: "RefractImageTests", dependencies: ["RefractImage"]),
         .testTarget(name: "RefractTokenizerTests", dependencies: ["RefractTokenizer"]),
-        .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP"]),
+        .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP", "RefractTestSupport"]),
         .testTarget(name: "RefractStoreTests", dependencies: ["RefractStore"]),
         .testTarget(name: "RefractPlotTests", dependencies: ["RefractPlot", "RefractImage"]),
-        .testTarget(name: "RefractDecomposeTests", dependencies: ["RefractDecompose"]),
+        .testTarget(name: "RefractDecomposeTests", dependencies: ["RefractDecompose", "RefractTestSupport"]),
         .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractStore", "refract"]),
     ]
 )

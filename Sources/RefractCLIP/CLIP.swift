@@ -15,6 +15,8 @@ public final class CLIP: Sendable {
     public let id: String
     public let directory: URL
     public let layout: ModelLayout
+    /// Where the checkpoint was found (directory, layout, model id, hub commit).
+    public let location: ModelLocation
     public let architecture: CLIPArchitecture
     public let vision: CLIPVisionTower
     public let text: CLIPTextTower
@@ -34,6 +36,7 @@ public final class CLIP: Sendable {
         id = location.modelId
         directory = location.directory
         layout = location.layout
+        self.location = location
         let configURL = location.configFile
         switch layout {
         case .openCLIP:
@@ -57,6 +60,16 @@ public final class CLIP: Sendable {
         logitScale = try loader.take(CLIPCheckpointKeys.text(layout).logitScale, shape: []).data[0]
         for key in CLIPCheckpointKeys.ignorable(layout) { loader.ignore(key) }
         try loader.finish()
+    }
+
+    /// SHA-256 identifying the weights: the hex digest of the weights file, or for a sharded
+    /// checkpoint the digest of the lines "<file name> <file digest>\n" in shard order.
+    public func weightsSHA256() throws -> String {
+        let files = try location.weightFiles()
+        if files.count == 1 { return try SHA256.hexDigest(ofFileAt: files[0]) }
+        var lines = ""
+        for f in files { lines += "\(f.lastPathComponent) \(try SHA256.hexDigest(ofFileAt: f))\n" }
+        return SHA256.hexDigest(Array(lines.utf8))
     }
 
     // MARK: Images

@@ -69,8 +69,10 @@ public struct ResidualBlock: Sendable {
     /// has one row per segment (that segment's first or last token).
     /// `parallelAttention` false runs attention heads on the calling thread (the caller already
     /// runs one batch slice per core).
-    func forward(_ x: Tensor, segments: [Segment], arch: TowerArchitecture, causal: Bool,
-                 queries: QueryRows = .all, parallelAttention: Bool = true) -> Tensor {
+    /// `trace`, when given, receives what the block wrote (for decomposition); it costs no extra work.
+    public func forward(_ x: Tensor, segments: [Segment], arch: TowerArchitecture, causal: Bool,
+                        queries: QueryRows = .all, parallelAttention: Bool = true,
+                        trace: ((BlockTrace) -> Void)? = nil) -> Tensor {
         let h = Ops.layerNorm(x, weight: ln1Weight, bias: ln1Bias, eps: arch.layerNormEps)      // [S, D]
         let qkv = Ops.linear(h, weight: qkvWeight, bias: qkvBias)                               // [S, 3D]
         let attn = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: arch.heads, causal: causal,
@@ -85,9 +87,22 @@ public struct ResidualBlock: Sendable {
         let h2 = Ops.layerNorm(y, weight: ln2Weight, bias: ln2Bias, eps: arch.layerNormEps)     // [R, D]
         var m = Ops.linear(h2, weight: fc1Weight, bias: fc1Bias)                                // [R, F]
         Ops.activate(&m, arch.activation)
-        Ops.addInPlace(&y, Ops.linear(m, weight: fc2Weight, bias: fc2Bias))                     // [R, D]
+        let mlp = Ops.linear(m, weight: fc2Weight, bias: fc2Bias)                               // [R, D]
+        Ops.addInPlace(&y, mlp)
+        trace?(BlockTrace(qkv: qkv, heads: attn, mlp: mlp))
         return y
     }
+}
+
+/// What one residual block computed, for the decomposition pass. Row `r` of `heads` and `mlp` is the
+/// r-th computed query row (every row for `.all`, one per segment otherwise).
+public struct BlockTrace: Sendable {
+    /// ln_1(x)·W_qkv + b_qkv: [S, 3D], q | k | v blocks, heads of width D/H inside each.
+    public var qkv: Tensor
+    /// Attention output before the out-projection: [R, D], head h in columns h·dh ..< (h+1)·dh.
+    public var heads: Tensor
+    /// MLP output (fc2 bias included) written into the residual stream: [R, D].
+    public var mlp: Tensor
 }
 
 // MARK: Image tower
@@ -176,14 +191,29 @@ public struct CLIPVisionTower: Sendable {
 
     func forward(_ images: [Tensor], parallelAttention: Bool) -> Tensor {
         if images.isEmpty { return Tensor(zeros: [0, arch.embedDim]) }
-        var (x, segments) = embed(images)                                               // [B·T, D]
+        return readout(residualStream(images, parallelAttention: parallelAttention).final)
+    }
+
+    /// The residual stream of a batch: `x0` after ln_pre [B·T, D] (image b at rows b·T ..< (b+1)·T)
+    /// and the final class-token rows [B, D]. `trace(layer, writes)` sees what every block wrote; in
+    /// the last block only the class-token query rows are computed (row b of its trace is image b).
+    public func residualStream(_ images: [Tensor], parallelAttention: Bool = true,
+                               trace: ((Int, BlockTrace) -> Void)? = nil) -> (x0: Tensor, final: Tensor) {
+        let (x0, segments) = embed(images)                                              // [B·T, D]
+        var x = x0
         for (l, block) in blocks.enumerated() {
             let last = l == blocks.count - 1
             x = block.forward(x, segments: segments, arch: arch.vision, causal: false,
-                              queries: last ? .first : .all, parallelAttention: parallelAttention)
+                              queries: last ? .first : .all, parallelAttention: parallelAttention,
+                              trace: trace.map { t in { t(l, $0) } })
         }
         if blocks.isEmpty { x = Ops.gatherRows(x, segments.map(\.start)) }
-        let pooled = Ops.layerNorm(x, weight: lnPostWeight, bias: lnPostBias, eps: arch.vision.layerNormEps) // [B, D]
+        return (x0, x)                                                                  // [B·T, D], [B, D]
+    }
+
+    /// ln_post and the projection applied to final class-token rows [B, D] → [B, D'].
+    public func readout(_ final: Tensor) -> Tensor {
+        let pooled = Ops.layerNorm(final, weight: lnPostWeight, bias: lnPostBias, eps: arch.vision.layerNormEps) // [B, D]
         return Ops.linear(pooled, weight: projection, bias: nil)                       // [B, D']
     }
 }

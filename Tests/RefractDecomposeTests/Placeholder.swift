@@ -1,4 +1,0 @@
-import XCTest
-@testable import RefractDecompose
-
-final class PlaceholderDecomposeTests: XCTestCase {}
