@@ -3,8 +3,8 @@ import Foundation
 // MARK: - manifest.json on disk
 
 enum ManifestFile {
-    static let name = "manifest.json"
-    static let constantsName = "constants.safetensors"
+    static let name = StoreLayout.manifestFile
+    static let constantsName = StoreLayout.constantsFile
 
     static func url(_ run: URL) -> URL { run.appendingPathComponent(name) }
 

@@ -371,7 +371,7 @@ extension StoreHeader {
 func nameProblem(_ name: String) -> String? {
     if name.isEmpty { return "is empty" }
     if name.utf8.count > 200 { return "is longer than 200 bytes" }
-    if name == "image_index" { return "is reserved (each shard's row index tensor)" }
+    if name == StoreLayout.imageIndexTensor { return "is reserved (each shard's row index tensor)" }
     if name == "__metadata__" { return "is reserved by safetensors" }
     if name.hasPrefix(".") { return "starts with '.'" }
     let ok = name.utf8.allSatisfy { c in

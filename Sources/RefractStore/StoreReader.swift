@@ -201,7 +201,7 @@ func checkShard(manifest: StoreManifest, run: URL, index: Int, skipped: Set<Int>
     guard checkIndices else { return expected }
     let stored: [Int64]
     do {
-        stored = try file.int64Values("image_index")
+        stored = try file.int64Values(StoreLayout.imageIndexTensor)
     } catch let e as CheckpointError {
         throw StoreError(.invalidShard, path: file.path, stripPath(e.description, file.path))
     }
@@ -233,7 +233,7 @@ func checkShardHeader(manifest: StoreManifest, run: URL, index: Int) throws -> (
         throw StoreError(.invalidShard, path: path, "is shard \(meta[ShardMetadata.shard] ?? "(none)") by its metadata, expected \(index)")
     }
     let rows = record.rows
-    var expected: [(name: String, dtype: SafetensorsDType, shape: [Int])] = [("image_index", .i64, [rows])]
+    var expected: [(name: String, dtype: SafetensorsDType, shape: [Int])] = [(StoreLayout.imageIndexTensor, .i64, [rows])]
     for spec in manifest.tensors { expected.append((spec.name, spec.dtype.safetensors, [rows] + spec.shape)) }
     try checkTensors(file, expected: expected, manifestName: ManifestFile.name)
     return (file, rows)

@@ -164,6 +164,9 @@ public final class StoreWriter {
             }
             throw bad("out of order: the next shard to write is \(manifest.shards.count) of \(shardRanges.count)")
         }
+        guard index < shardRanges.count else {
+            throw bad("the run has only \(shardRanges.count) shards (all written; call finish)")
+        }
         let range = shardRanges[index]
 
         var previous = Int.min
@@ -196,7 +199,7 @@ public final class StoreWriter {
         }
 
         let file = manifest.shardFileName(index)
-        var entries = [FileEntry(name: "image_index", shape: [r], source: .int64(imageIndices.map { Int64($0) }))]
+        var entries = [FileEntry(name: StoreLayout.imageIndexTensor, shape: [r], source: .int64(imageIndices.map { Int64($0) }))]
         for spec in manifest.tensors {
             if let t = rows[spec.name] { entries.append(FileEntry(name: spec.name, shape: t.shape, source: .float(t, spec.dtype))) }
         }

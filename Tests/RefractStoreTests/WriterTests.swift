@@ -173,6 +173,8 @@ final class WriterTests: XCTestCase {
         assertStoreError(try write(), kind: .invalidArgument, contains: ["already written"])
         let second = fx.shardArguments(4..<8, header: header)
         try w.writeShard(1, imageIndices: second.indices, rows: second.rows, skipped: second.skipped)
+        assertStoreError(try w.writeShard(2, imageIndices: [], rows: [:], skipped: []), kind: .invalidArgument,
+                         contains: ["only 2 shards"])
         try w.finish()
         try w.finish()  // idempotent
         assertStoreError(try w.writeShard(1, imageIndices: second.indices, rows: second.rows, skipped: second.skipped),
