@@ -541,7 +541,7 @@ extension LinePlot {
             }
         }
         // Axis labels and title.
-        if !layout.xLabel.isEmpty {
+        if !layout.xLabel.isEmpty && layout.hasPlotArea {
             canvas.drawText(layout.xLabel, x: layout.xLabelOrigin.x, y: layout.xLabelOrigin.y, scale: s, color: text)
         }
         if !layout.yLabel.isEmpty && layout.hasPlotArea {
