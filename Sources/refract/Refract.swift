@@ -12,7 +12,8 @@ struct Refract: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "refract",
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations.",
-        subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Env.self])
+        subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
+                      Ablate.self, Env.self])
 }
 
 // MARK: Shared options

@@ -1,0 +1,30 @@
+// MARK: - The cumulative attention-ablation curve as a PNG
+
+import Foundation
+import RefractPlot
+
+public enum AblationPlot {
+    /// Top-1 and top-5 accuracy against the last mean-ablated attention layer, with the baseline and
+    /// the MLP-ablated accuracies as dashed reference lines.
+    public static func plot(_ report: AblationReport) -> LinePlot {
+        let curve = report.studies.filter { $0.lastAblatedLayer != nil }
+        let xs = curve.map { Double($0.lastAblatedLayer!) }
+        var lines = [ReferenceLine]()
+        if let base = report.studies.first(where: { $0.id == "baseline" }) {
+            lines.append(ReferenceLine(y: base.top1, label: String(format: "baseline top-1 %.1f%%", base.top1), color: PlotColor(hex: 0x444444)))
+        }
+        if let mlp = report.studies.first(where: { $0.id == "mlp" }) {
+            lines.append(ReferenceLine(y: mlp.top1, label: String(format: "MLPs ablated top-1 %.1f%%", mlp.top1), color: PlotColor(hex: 0x999999)))
+        }
+        return LinePlot(
+            title: "Mean-ablating attention layers 0..l: \(URL(fileURLWithPath: report.model).lastPathComponent) (\(report.images) images)",
+            xLabel: "last ablated attention layer l", yLabel: "zero-shot accuracy (%)",
+            series: [Series(name: "top-1", x: xs, y: curve.map(\.top1)),
+                     Series(name: "top-5", x: xs, y: curve.map(\.top5))],
+            horizontalLines: lines)
+    }
+
+    public static func write(_ report: AblationReport, to url: URL) throws {
+        try plot(report).write(png: url)
+    }
+}

@@ -1,0 +1,153 @@
+// MARK: - Decomposing a dataset into a run store
+//
+// Streams a dataset through the decomposer shard by shard: each shard's images are decoded,
+// preprocessed and decomposed in batches that always start at the shard's first image, so a run
+// resumed after a kill computes exactly what an uninterrupted one would have (bit for bit). Only
+// one shard of results is held in memory; its size is chosen so that it stays under
+// `DecomposeRunOptions.shardBytes`.
+
+import Foundation
+import RefractCLIP
+import RefractImage
+import RefractStore
+import RefractTensor
+
+public struct DecomposeRunOptions: Sendable {
+    public enum OnError: String, Sendable, CaseIterable {
+        /// Stop at the first unreadable image, naming it; the run stays resumable.
+        case stop
+        /// Record the image (path and error) in the manifest's `skipped` list and go on.
+        case skip
+    }
+    public var convention: DecompositionConvention = .faithful
+    public var tokenLayers: [Int] = []
+    /// Storage type of the component tensors (`embedding` and `norm` are always float32).
+    public var dtype: StoreDType = .float32
+    public var batchSize: Int = 8
+    /// Upper bound of one shard's size in bytes (sets images per shard) ...
+    public var shardBytes: Int = 256 << 20
+    /// ... unless the number of images per shard is given.
+    public var shardSize: Int? = nil
+    public var onError: OnError = .stop
+    public var resume: Bool = false
+    public init() {}
+}
+
+public struct DecomposeRunSummary: Sendable {
+    public var images: Int
+    public var rows: Int
+    public var skipped: [SkippedImage]
+    public var shardsWritten: Int
+    public var shardsTotal: Int
+}
+
+public enum DecomposeRun {
+    public static let formatCreator = "refract"
+
+    /// The store header a run of `model` over `dataset` with `options` has.
+    public static func header(model: CLIP, weightsSHA256: String, dataset: ImageDataset,
+                              options: DecomposeRunOptions, shape: DecompositionShape) throws -> StoreHeader {
+        let preprocessing = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(model.preprocessing))
+        var tensors = [StoreTensorSpec]()
+        for (name, perImage) in shape.tensorShapes(options.convention) {
+            let dtype: StoreDType = (name == .embedding || name == .norm) ? .float32 : options.dtype
+            tensors.append(StoreTensorSpec(name: name.rawValue, shape: perImage, dtype: dtype, description: name.summary))
+        }
+        let bytesPerImage = tensors.reduce(0) { $0 + $1.elementCount * $1.dtype.byteSize }
+        var shardSize = max(1, min(4096, options.shardBytes / max(bytesPerImage, 1)))
+        if shardSize >= options.batchSize { shardSize -= shardSize % options.batchSize }
+        if let fixed = options.shardSize { shardSize = max(1, fixed) }
+        let location = model.location
+        return StoreHeader(
+            model: StoreModelInfo(id: location.modelId, layout: location.layout.rawValue, commit: location.commit,
+                                  weightsSHA256: weightsSHA256,
+                                  weightFiles: try location.weightFiles().map(\.lastPathComponent)),
+            preprocessing: preprocessing,
+            convention: options.convention.rawValue,
+            dimensions: ["layers": shape.layers, "heads": shape.heads, "tokens": shape.tokens, "width": shape.width,
+                         "embedDim": shape.outputWidth, "imageSize": model.architecture.imageSize,
+                         "patchSize": model.architecture.patchSize],
+            options: .object(["tokenLayers": .array(shape.tokenLayers.map { .number(Double($0)) }),
+                              "dtype": .string(options.dtype.rawValue),
+                              "batchSize": .number(Double(options.batchSize))]),
+            tensors: tensors,
+            images: dataset.images,
+            classNames: dataset.classNames,
+            shardSize: shardSize)
+    }
+
+    /// Decomposes every image of `dataset` into the run directory `output`.
+    /// `progress(done, total)` is called after each batch; `shardWritten(index)` after each shard is
+    /// on disk (recorded in the manifest).
+    public static func run(model: CLIP, dataset: ImageDataset, output: URL, options: DecomposeRunOptions,
+                           createdBy: String = formatCreator,
+                           progress: ((Int, Int) -> Void)? = nil,
+                           shardWritten: ((Int) -> Void)? = nil) throws -> DecomposeRunSummary {
+        if dataset.images.isEmpty { throw DatasetError(path: output.path, message: "no images to decompose") }
+        let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention, tokenLayers: options.tokenLayers)
+        let header = try header(model: model, weightsSHA256: try model.weightsSHA256(), dataset: dataset,
+                                options: options, shape: decomposer.shape)
+        let writer = try StoreWriter.open(at: output, header: header, constants: [:], createdBy: createdBy, resume: options.resume)
+        let ranges = writer.shardRanges
+        var done = ranges.prefix(writer.completedShards).reduce(0) { $0 + $1.count }
+        var written = 0
+        progress?(done, dataset.images.count)
+        for shard in writer.completedShards..<ranges.count {
+            let range = ranges[shard]
+            var rows = [String: [Float]]()
+            var indices = [Int](), skipped = [SkippedImage]()
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let batch = start..<min(start + options.batchSize, range.upperBound)
+                var pixels = [Tensor](), batchIndices = [Int]()
+                for (i, result) in zip(batch, preprocess(model: model, paths: batch.map { dataset.images[$0].path })) {
+                    switch result {
+                    case .success(let p): pixels.append(p); batchIndices.append(i)
+                    case .failure(let error):
+                        if options.onError == .stop {
+                            throw DatasetError(path: dataset.images[i].path,
+                                               message: "\(error) (the run stops here; fix or remove the image, or pass --skip-unreadable, and resume with --resume)")
+                        }
+                        skipped.append(SkippedImage(index: i, path: dataset.images[i].path, error: "\(error)"))
+                    }
+                }
+                if !pixels.isEmpty {
+                    let result = decomposer(pixels)
+                    for (name, t) in result.tensors { rows[name.rawValue, default: []] += t.data }
+                    indices += batchIndices
+                }
+                start = batch.upperBound
+                done += batch.count
+                progress?(done, dataset.images.count)
+            }
+            var tensors = [String: Tensor]()
+            for spec in header.tensors {
+                tensors[spec.name] = Tensor(shape: [indices.count] + spec.shape, data: rows[spec.name] ?? [])
+            }
+            try writer.writeShard(shard, imageIndices: indices, rows: tensors, skipped: skipped)
+            written += 1
+            shardWritten?(shard)
+        }
+        try writer.finish()
+        return DecomposeRunSummary(images: dataset.images.count, rows: writer.manifest.shards.reduce(0) { $0 + $1.rows },
+                                   skipped: writer.manifest.skipped, shardsWritten: written, shardsTotal: ranges.count)
+    }
+
+    /// Decodes and preprocesses in parallel; one result per path, in order.
+    static func preprocess(model: CLIP, paths: [String]) -> [Result<Tensor, Error>] {
+        let slots = ResultList(count: paths.count)
+        let prep = model.preprocessing
+        Parallel.forEach(paths.count) { i in
+            slots.set(i, Result { prep(try ImageDecoder.decode(contentsOf: URL(fileURLWithPath: paths[i]))) })
+        }
+        return slots.values
+    }
+}
+
+final class ResultList: @unchecked Sendable {
+    private var slots: [Result<Tensor, Error>?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<Tensor, Error>) { lock.lock(); slots[i] = r; lock.unlock() }
+    var values: [Result<Tensor, Error>] { slots.map { $0! } }
+}
