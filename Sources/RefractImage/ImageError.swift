@@ -17,6 +17,8 @@ public struct ImageError: Error, CustomStringConvertible, Sendable, Equatable {
         case tooLarge
         /// The codec found malformed data.
         case corrupt
+        /// A file could not be written (encoders).
+        case unwritable
     }
 
     /// The file path or caller-supplied label of the data.
@@ -40,6 +42,7 @@ public struct ImageError: Error, CustomStringConvertible, Sendable, Equatable {
         case .unsupported: problem = "not a supported image"
         case .tooLarge: problem = "the image is too large"
         case .corrupt: problem = "corrupt image data"
+        case .unwritable: problem = "cannot write the file"
         }
         return detail.isEmpty ? "\(source): \(problem)" : "\(source): \(problem): \(detail)"
     }

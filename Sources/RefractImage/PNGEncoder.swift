@@ -60,9 +60,8 @@ public enum PNGEncoder {
     public static let defaultCompressionLevel = 6
 
     /// The `ImageError` kind used when the file system refuses the write (missing directory,
-    /// no permission, full disk). `ImageError.Kind` has no write-specific case yet; the detail
-    /// always begins with "cannot write" so the message stays clear.
-    static let writeFailureKind: ImageError.Kind = .unreadable
+    /// no permission, full disk).
+    static let writeFailureKind: ImageError.Kind = .unwritable
 
     /// PNG bytes of an RGB image (colour type 2). `compressionLevel` is zlib's 0...9.
     public static func encode(_ image: RGBImage, compressionLevel: Int = defaultCompressionLevel) throws -> [UInt8] {
@@ -129,7 +128,7 @@ public enum PNGEncoder {
         let path = url.path
         func failure(_ what: String) -> ImageError {
             let reason = String(cString: strerror(errno))
-            return ImageError(source: path, kind: writeFailureKind, detail: "cannot write: \(what): \(reason)")
+            return ImageError(source: path, kind: writeFailureKind, detail: "\(what): \(reason)")
         }
         let directory = url.deletingLastPathComponent().path
         let temporary = "\(directory)/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

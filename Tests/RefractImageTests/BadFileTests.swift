@@ -12,6 +12,7 @@ final class BadFileTests: XCTestCase {
         case .unsupported: return "not a supported image"
         case .tooLarge: return "too large"
         case .corrupt: return "corrupt"
+        case .unwritable: return "cannot write"
         }
     }
 
