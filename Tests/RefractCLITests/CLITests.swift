@@ -11,16 +11,21 @@ final class CLITests: XCTestCase {
 
     /// The executable sits beside the test bundle in the build products folder.
     static var binary: URL {
+        // The bundle URL is the .xctest (macOS) or the folder holding it (Linux): look in it and above.
         var dir = Bundle(for: CLITests.self).bundleURL
         while dir.path != "/" {
-            let candidate = dir.deletingLastPathComponent().appendingPathComponent("refract")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            var isDir: ObjCBool = false
+            let candidate = dir.appendingPathComponent("refract")
+            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDir), !isDir.boolValue,
+               FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
             dir = dir.deletingLastPathComponent()
         }
         return root.appendingPathComponent(".build/debug/refract")
     }
 
     var scratch: URL!
+    /// How the last `refract` run ended (exit or signal).
+    var lastTerminationReason: Process.TerminationReason = .exit
 
     override func setUpWithError() throws {
         scratch = FileManager.default.temporaryDirectory.appendingPathComponent("refract-cli-\(UUID().uuidString)")
@@ -32,13 +37,14 @@ final class CLITests: XCTestCase {
     struct Run { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs with a time limit (a hang fails the test instead of blocking CI).
-    func refract(_ args: [String], timeout: TimeInterval = 120) throws -> Run {
+    func refract(_ args: [String], timeout: TimeInterval = 120, environment extra: [String: String] = [:]) throws -> Run {
         let p = Process()
         p.executableURL = Self.binary
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["HF_HUB_OFFLINE"] = "1"
         env["HF_HUB_CACHE"] = scratch.appendingPathComponent("hf-cache").path
+        env.merge(extra) { $1 }
         p.environment = env
         // Output goes to files: no pipe can fill up and block the child.
         let outURL = scratch.appendingPathComponent("stdout-\(UUID().uuidString)")
@@ -58,6 +64,7 @@ final class CLITests: XCTestCase {
             XCTFail("refract \(args.joined(separator: " ")) did not finish within \(timeout) s")
         }
         p.waitUntilExit()
+        lastTerminationReason = p.terminationReason
         let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
         return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
