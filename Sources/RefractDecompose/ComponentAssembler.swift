@@ -35,48 +35,69 @@ struct ComponentAssembler {
                 f.constant.indices.map { Float((f.constant[$0] + (f.meanTerm?[$0] ?? 0)) / Double(n)) }
             }
         }
-        let b = frames.count, dOut = shape.outputWidth
+        let b = frames.count
         for (name, perImage) in shape.tensorShapes(convention) where name != .embedding && name != .norm {
             tensors[name] = Tensor(zeros: [b] + perImage)
         }
-        _ = dOut
     }
 
     private var images: Int { scales.count }
     private var layerLevelCount: Float { Float(2 * shape.layers + 1) }
 
+    /// Runs `body` on the storage of tensor `name` (taken out of the dictionary so it is mutated in place).
+    private mutating func with(_ name: ComponentTensor, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+        var t = tensors.removeValue(forKey: name)!
+        t.data.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+        tensors[name] = t
+    }
+
     /// `pre` (index 0 of 1) or `mlp` layer `index`: mapped [B, D'].
     mutating func setLayerLevel(_ name: ComponentTensor, _ mapped: Tensor, index: Int, of count: Int) {
-        let dOut = shape.outputWidth
+        let dOut = shape.outputWidth, scales = scales, constants = constants
         let share: Float = convention == .gandelsman2024 ? 1 / layerLevelCount : 0
-        for b in 0..<images {
-            let s = scales[b]
-            let dst = (b * count + index) * dOut
-            for j in 0..<dOut {
-                tensors[name]!.data[dst + j] = mapped.data[b * dOut + j] * s + share * constants[b][j]
+        with(name) { out in
+            for b in 0..<scales.count {
+                let s = scales[b], c = constants[b]
+                let dst = out + (b * count + index) * dOut
+                mapped.data.withUnsafeBufferPointer { src in
+                    for j in 0..<dOut { dst[j] = src[b * dOut + j] * s + share * c[j] }
+                }
             }
         }
+    }
+
+    /// Per (token, head) term's share of what no component writes, for image b (gandelsman2024;
+    /// zeros for faithful, whose bias is its own component).
+    private func perTermShare(_ b: Int, bias: [Float]) -> [Float] {
+        let dOut = shape.outputWidth
+        guard convention == .gandelsman2024 else { return [Float](repeating: 0, count: dOut) }
+        let terms = Float(shape.tokens * shape.heads)
+        return (0..<dOut).map { (bias[$0] * scales[b] + constants[b][$0] / layerLevelCount) / terms }
     }
 
     /// Layer `layer`'s heads: perHead and classToken mapped [B, H, D']; its out-projection bias mapped [D'].
     mutating func setAttention(layer: Int, perHead: Tensor, classToken: Tensor, bias: [Float]) {
         let h = shape.heads, dOut = shape.outputWidth, l = shape.layers
         let tokens = Float(shape.tokens)
-        for b in 0..<images {
-            let s = scales[b]
-            // Per (token, head) term's share of what no component writes (gandelsman2024).
-            var perTerm = [Float](repeating: 0, count: dOut)
-            if convention == .gandelsman2024 {
-                for j in 0..<dOut { perTerm[j] = (bias[j] * s + constants[b][j] / layerLevelCount) / (tokens * Float(h)) }
-            } else {
-                for j in 0..<dOut { tensors[.attnBias]!.data[(b * l + layer) * dOut + j] = bias[j] * s }
+        let shares = (0..<images).map { perTermShare($0, bias: bias) }
+        if convention == .faithful {
+            let scales = scales
+            with(.attnBias) { out in
+                for b in 0..<scales.count { for j in 0..<dOut { out[(b * l + layer) * dOut + j] = bias[j] * scales[b] } }
             }
-            for hh in 0..<h {
-                let src = (b * h + hh) * dOut
-                let dst = ((b * l + layer) * h + hh) * dOut
-                for j in 0..<dOut {
-                    tensors[.attn]!.data[dst + j] = perHead.data[src + j] * s + tokens * perTerm[j]
-                    tensors[.attnClassToken]!.data[dst + j] = classToken.data[src + j] * s + perTerm[j]
+        }
+        for (name, source, multiplier) in [(ComponentTensor.attn, perHead, tokens), (.attnClassToken, classToken, Float(1))] {
+            let scales = scales
+            with(name) { out in
+                source.data.withUnsafeBufferPointer { src in
+                    for b in 0..<scales.count {
+                        let s = scales[b], share = shares[b]
+                        for hh in 0..<h {
+                            let from = (b * h + hh) * dOut
+                            let dst = out + ((b * l + layer) * h + hh) * dOut
+                            for j in 0..<dOut { dst[j] = src[from + j] * s + multiplier * share[j] }
+                        }
+                    }
                 }
             }
         }
@@ -85,17 +106,19 @@ struct ComponentAssembler {
     /// Per-token terms of layer `layer` (slot `layerSlot` of the token layers): mapped [B, H, T, D'].
     mutating func setTokens(layerSlot: Int, layer: Int, _ mapped: Tensor, bias: [Float]) {
         let h = shape.heads, t = shape.tokens, dOut = shape.outputWidth, nl = shape.tokenLayers.count
-        for b in 0..<images {
-            let s = scales[b]
-            var perTerm = [Float](repeating: 0, count: dOut)
-            if convention == .gandelsman2024 {
-                for j in 0..<dOut { perTerm[j] = (bias[j] * s + constants[b][j] / layerLevelCount) / Float(t * h) }
-            }
-            for hh in 0..<h {
-                for i in 0..<t {
-                    let src = ((b * h + hh) * t + i) * dOut
-                    let dst = (((b * nl + layerSlot) * h + hh) * t + i) * dOut
-                    for j in 0..<dOut { tensors[.attnTokens]!.data[dst + j] = mapped.data[src + j] * s + perTerm[j] }
+        let shares = (0..<images).map { perTermShare($0, bias: bias) }
+        let scales = scales
+        with(.attnTokens) { out in
+            mapped.data.withUnsafeBufferPointer { src in
+                for b in 0..<scales.count {
+                    let s = scales[b], share = shares[b]
+                    for hh in 0..<h {
+                        for i in 0..<t {
+                            let from = ((b * h + hh) * t + i) * dOut
+                            let dst = out + (((b * nl + layerSlot) * h + hh) * t + i) * dOut
+                            for j in 0..<dOut { dst[j] = src[from + j] * s + share[j] }
+                        }
+                    }
                 }
             }
         }
