@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds Refract (release) and runs the main job offline on the example
-# checkpoint shipped with the tests: embed the example images, then zero-shot classify them.
+# checkpoint shipped with the tests: embed and classify the example images, decompose their
+# embeddings exactly into per-layer, per-head and per-token contributions (a run directory),
+# export the run as .npy files, and run the mean-ablation study.
 # The example model has random weights (it exists to test parity), so its predictions are
 # arbitrary; point --model at a real checkpoint (e.g. openai/clip-vit-base-patch16 in your
 # Hugging Face cache) for meaningful ones.
@@ -20,4 +22,18 @@ echo
 "$bin" embed-texts --model "$model" --texts "$inputs/texts.txt" --output "$out/text_embeddings.npy"
 "$bin" classify --model "$model" --classes "$inputs/classes.txt" --templates "$inputs/templates.txt" --top-k 3 "$inputs"
 echo
-echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy"
+# A labelled image list: image i gets class i mod 5 (the example has no real labels).
+mapfile -t classes < "$inputs/classes.txt"
+{
+    echo "path,label"
+    i=0
+    for f in "$inputs"/*.png; do echo "$PWD/$f,${classes[$((i % ${#classes[@]}))]}"; i=$((i + 1)); done
+} > "$out/images.csv"
+rm -rf "$out/run" "$out/run-npy" "$out/ablation"
+"$bin" decompose --model "$model" --output "$out/run" --tokens last:1 "$out/images.csv"
+"$bin" export --run "$out/run" --format npy --output "$out/run-npy"
+"$bin" ablate --run "$out/run" --classes "$inputs/classes.txt" --templates "$inputs/templates.txt" --output "$out/ablation"
+echo
+echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy,"
+echo "  run/ (manifest.json + safetensors shards), run-npy/ (the run as .npy files),"
+echo "  ablation/ (ablation.json, ablation.csv, ablation.png)"
