@@ -122,7 +122,7 @@ public struct SafetensorsWriter: Sendable {
 }
 
 /// JSON string literal for `s` (quotes, backslashes and control characters escaped).
-func jsonString(_ s: String) -> String {
+public func jsonString(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {

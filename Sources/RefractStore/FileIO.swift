@@ -132,22 +132,3 @@ func readFile(_ url: URL) throws -> Data {
         throw StoreError(.io, path: url.path, "cannot read: \(error.localizedDescription)")
     }
 }
-
-/// JSON string literal for `s` (quotes, backslashes and control characters escaped).
-func jsonStringLiteral(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where u.value < 0x20:
-            let h = String(u.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    return out + "\""
-}

@@ -46,14 +46,14 @@ func writeSafetensorsStreaming(to url: URL, metadata: [String: String], entries:
     let ordered = entries.sorted { ($1.dtype.byteSize, $0.name) < ($0.dtype.byteSize, $1.name) }
     var parts: [String] = []
     if !metadata.isEmpty {
-        let m = metadata.keys.sorted().map { "\(jsonStringLiteral($0)):\(jsonStringLiteral(metadata[$0] ?? ""))" }
+        let m = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0] ?? ""))" }
         parts.append("\"__metadata__\":{\(m.joined(separator: ","))}")
     }
     var offset = 0
     for e in ordered {
         let end = offset + e.byteCount
         let shape = e.shape.map(String.init).joined(separator: ",")
-        parts.append("\(jsonStringLiteral(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+        parts.append("\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
         offset = end
     }
     var header = Array("{\(parts.joined(separator: ","))}".utf8)
