@@ -1,7 +1,17 @@
 // refract-bench: throughput of Refract's CLIP towers and of BLAS on this machine, with the Python
-// reference (open_clip) measured in the same run when a Python with torch + open_clip is found.
+// reference (open_clip) measured in the same run when a Python with torch + open_clip is found;
+// the cost of the exact decomposition against the plain tower (interleaved in one run) and against
+// the official approach; and the peak memory of a `refract decompose` run over a dataset.
 //
 //   swift run -c release refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
+//                                      [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
+//
+// Sections: peak (FMA loop), sgemm (ViT shapes), image (image towers), text (text tower),
+// decompose (ViT-B/16 `CLIPDecomposer` vs the plain tower, interleaved; official approach in
+// Python), memory (peak RSS of `refract decompose` over N images; only with --memory-images or
+// --only memory). Default: every section but memory. `--only decompose` takes a few minutes.
+// The issue's memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
+// `refract` product built next to refract-bench: `swift build -c release --product refract`).
 
 import CRefractBench
 import Foundation
@@ -11,28 +21,67 @@ import RefractTokenizer
 
 // MARK: Arguments
 
+enum Section: String, CaseIterable, Codable {
+    case peak, sgemm, image, text, decompose, memory
+    static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
+}
+
 struct Arguments {
+    static let usage = """
+        usage: refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
+                             [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
+          --only             comma-separated sections: \(Section.allCases.map(\.rawValue).joined(separator: ", "))
+                             (default: all but memory; --only decompose runs in a few minutes)
+          --rounds N         minimum interleaved rounds per batch size in the decompose section
+          --memory-images N  also run the memory section over N images (the issue's figure: 2000)
+          --refract PATH     the refract binary for the memory section (default: next to refract-bench)
+        """
+
     var quick = false
     var threads: Int?
     var python: String?
     var reference = true
     var jsonPath: String?
+    var sections = Section.defaults
+    var rounds: Int?
+    var memoryImages: Int?
+    var refract: String?
 
     init(_ argv: [String]) throws {
         var it = argv.dropFirst().makeIterator()
+        var only: [Section]?
+        func int(_ flag: String) throws -> Int {
+            guard let s = it.next(), let v = Int(s), v > 0 else { throw BenchError("\(flag) needs a positive integer") }
+            return v
+        }
         while let a = it.next() {
             switch a {
             case "--quick": quick = true
-            case "--threads": threads = it.next().flatMap(Int.init)
+            case "--threads": threads = try int(a)
             case "--python": python = it.next()
             case "--no-reference": reference = false
             case "--json": jsonPath = it.next()
+            case "--only":
+                guard let list = it.next() else { throw BenchError("--only needs a list of sections") }
+                only = try list.split(separator: ",").map {
+                    let name = $0.trimmingCharacters(in: .whitespaces)
+                    guard let s = Section(rawValue: name) else {
+                        throw BenchError("unknown section '\(name)' (known: \(Section.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                    return s
+                }
+            case "--rounds": rounds = try int(a)
+            case "--memory-images": memoryImages = try int(a)
+            case "--refract": refract = it.next()
             case "-h", "--help":
-                print("usage: refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]")
+                print(Self.usage)
                 exit(0)
-            default: throw BenchError("unknown argument \(a)")
+            default: throw BenchError("unknown argument \(a)\n\(Self.usage)")
             }
         }
+        sections = only ?? Section.defaults
+        if memoryImages != nil && !sections.contains(.memory) { sections.append(.memory) }
+        if sections.contains(.memory) && memoryImages == nil { memoryImages = MemoryBench.issueImages }
     }
 }
 
@@ -59,18 +108,38 @@ func measure(minSeconds: Double, minRuns: Int = 3, _ body: () -> Void) -> Double
     return times[times.count / 2]
 }
 
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    if s.isEmpty { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// The 1, 5 and 15 minute load averages (/proc/loadavg), or nil where there is none.
+func loadavg() -> [Double]? {
+    guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return nil }
+    return s.split(separator: " ").prefix(3).compactMap { Double($0) }
+}
+
+func loadString(_ l: [Double]?) -> String { l.map { $0.map { fmt($0) }.joined(separator: " ") } ?? "n/a" }
+
 // MARK: Sections
 
 struct Results: Codable {
     var blas: BLASInfo
     var cores: Int
-    var peakGFLOPS: Double
-    var vectorWidth: Int
+    var threads: Int
+    var sections: [Section]
+    var peakGFLOPS: Double?
+    var vectorWidth: Int?
     var sgemm: [String: Double] = [:]
     var imagesPerSecond: [String: Double] = [:]
-    var promptsPerSecond: Double = 0
+    var promptsPerSecond: Double?
+    var decompose: DecomposeResults?
+    var memory: MemoryResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
+    var loadavgStart: [Double]?
+    var loadavgEnd: [Double]?
 }
 
 func peakGFLOPS(threads: Int, seconds: Double) -> (Double, Int) {
@@ -130,14 +199,14 @@ func findPython(_ explicit: String?) -> String? {
     return nil
 }
 
-func runReference(python: String, threads: Int, quick: Bool) -> [String: Any]? {
+func runReference(python: String, threads: Int, quick: Bool, cases: [String]) -> [String: Any]? {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/bench_reference.py")
     guard FileManager.default.fileExists(atPath: script.path) else { return nil }
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = [python, script.path, "--threads", "\(threads)", "--json", "--only",
-                   "vit-b-16-b1,vit-b-16-b8,vit-l-14-b1,vit-l-14-b8,text-b-16"] + (quick ? ["--quick"] : [])
+    p.arguments = [python, script.path, "--threads", "\(threads)", "--json", "--only", cases.joined(separator: ",")]
+        + (quick ? ["--quick"] : [])
     let out = Pipe()
     p.standardOutput = out
     do { try p.run() } catch { return nil }
@@ -149,6 +218,14 @@ func runReference(python: String, threads: Int, quick: Bool) -> [String: Any]? {
 
 // MARK: Main
 
+/// setvbuf(stdout, _IOLBF). `stdout` is a C global Swift 6 will not read directly, so its value is
+/// looked up by name.
+func lineBufferStandardOutput() {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "stdout") else { return }
+    let file = symbol.assumingMemoryBound(to: UnsafeMutablePointer<FILE>?.self).pointee
+    setvbuf(file, nil, _IOLBF, 0)
+}
+
 func fmt(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
 
 func main() throws {
@@ -157,88 +234,144 @@ func main() throws {
     if let t = args.threads { BLAS.setThreads(t) }
     let threads = BLAS.threads
     let seconds = args.quick ? 1.0 : 4.0
-    var r = Results(blas: BLAS.info, cores: ProcessInfo.processInfo.activeProcessorCount, peakGFLOPS: 0, vectorWidth: 0)
+    let run = Set(args.sections)
+    var r = Results(blas: BLAS.info, cores: ProcessInfo.processInfo.activeProcessorCount, threads: threads,
+                    sections: Section.allCases.filter(run.contains))
+    r.loadavgStart = loadavg()
     print("Refract benchmark (release build)")
     print("BLAS: \(r.blas.library), core \(r.blas.coreName), \(threads) threads"
           + (r.blas.coreTypeOverride.map { ", OPENBLAS_CORETYPE=\($0)\(r.blas.coreTypeSetByRefract ? " (set by Refract)" : "")" } ?? ""))
-    print("CPU cores: \(r.cores)")
+    print("CPU cores: \(r.cores); load average at start: \(loadString(r.loadavgStart))")
+    print("Sections: \(r.sections.map(\.rawValue).joined(separator: ", "))")
 
-    (r.peakGFLOPS, r.vectorWidth) = peakGFLOPS(threads: threads, seconds: seconds)
-    print("\nFP32 peak (FMA loop, \(r.vectorWidth)-wide, \(threads) threads): \(fmt(r.peakGFLOPS, 1)) GFLOP/s")
-
-    print("\nsgemm on ViT shapes (batch 8), GFLOP/s and share of peak")
-    let shapes: [(String, Int, Int, Int)] = [
-        ("B/16 qkv  1576x2304x768", 8 * 197, 2304, 768), ("B/16 fc1  1576x3072x768", 8 * 197, 3072, 768),
-        ("B/16 fc2  1576x768x3072", 8 * 197, 768, 3072), ("L/14 fc1  2056x4096x1024", 8 * 257, 4096, 1024),
-    ]
-    for (name, m, n, k) in shapes {
-        let g = sgemmGFLOPS(m: m, n: n, k: k, seconds: seconds / 2)
-        r.sgemm[name] = g
-        print("  \(name): \(fmt(g, 1))  (\(fmt(100 * g / r.peakGFLOPS, 0))% of peak)")
+    if run.contains(.peak) {
+        let (peak, width) = peakGFLOPS(threads: threads, seconds: seconds)
+        (r.peakGFLOPS, r.vectorWidth) = (peak, width)
+        print("\nFP32 peak (FMA loop, \(width)-wide, \(threads) threads): \(fmt(peak, 1)) GFLOP/s")
     }
 
-    print("\nImage tower, 224 px, random weights (images/s)")
-    for (name, arch) in [("ViT-B-16", CLIPArchitecture.vitB16), ("ViT-L-14", CLIPArchitecture.vitL14)] {
-        let tower = try CLIPVisionTower(weights: RandomWeights(seed: 1), architecture: arch)
-        for b in [1, 8] {
-            if args.quick && name == "ViT-L-14" && b == 8 { continue }
-            let images = randomImages(b, size: 224)
-            let t = measure(minSeconds: seconds, minRuns: 2) { _ = tower(images) }
-            r.imagesPerSecond["\(name) batch \(b)"] = Double(b) / t
-            print("  \(name) batch \(b): \(fmt(Double(b) / t))")
+    if run.contains(.sgemm) {
+        print("\nsgemm on ViT shapes (batch 8), GFLOP/s" + (r.peakGFLOPS != nil ? " and share of peak" : ""))
+        let shapes: [(String, Int, Int, Int)] = [
+            ("B/16 qkv  1576x2304x768", 8 * 197, 2304, 768), ("B/16 fc1  1576x3072x768", 8 * 197, 3072, 768),
+            ("B/16 fc2  1576x768x3072", 8 * 197, 768, 3072), ("L/14 fc1  2056x4096x1024", 8 * 257, 4096, 1024),
+        ]
+        for (name, m, n, k) in shapes {
+            let g = sgemmGFLOPS(m: m, n: n, k: k, seconds: seconds / 2)
+            r.sgemm[name] = g
+            print("  \(name): \(fmt(g, 1))" + (r.peakGFLOPS.map { "  (\(fmt(100 * g / $0, 0))% of peak)" } ?? ""))
         }
     }
 
-    print("\nText tower (ViT-B-16 shapes), 100 short prompts")
-    let textTower = try CLIPTextTower(weights: RandomWeights(seed: 2), architecture: .vitB16)
-    let tokenizer = try CLIPTokenizer.openCLIPDefault()
-    let classes = ["dog", "cat", "car", "tree", "house", "bird", "boat", "chair", "apple", "guitar"]
-    let prompts = (0..<100).map { "a photo of a \(classes[$0 % 10]) number \($0)." }
-    let t = measure(minSeconds: seconds) {
-        let tokens = tokenizer.tokenize(prompts)
-        _ = textTower(tokens: tokens, readout: tokens.map(CLIP.readoutPosition))
+    if run.contains(.image) {
+        print("\nImage tower, 224 px, random weights (images/s)")
+        for (name, arch) in [("ViT-B-16", CLIPArchitecture.vitB16), ("ViT-L-14", CLIPArchitecture.vitL14)] {
+            let tower = try CLIPVisionTower(weights: RandomWeights(seed: 1), architecture: arch)
+            for b in [1, 8] {
+                if args.quick && name == "ViT-L-14" && b == 8 { continue }
+                let images = randomImages(b, size: 224)
+                let t = measure(minSeconds: seconds, minRuns: 2) { _ = tower(images) }
+                r.imagesPerSecond["\(name) batch \(b)"] = Double(b) / t
+                print("  \(name) batch \(b): \(fmt(Double(b) / t))")
+            }
+        }
     }
-    r.promptsPerSecond = 100 / t
-    print("  prompts/s (incl. tokenization): \(fmt(r.promptsPerSecond, 1))")
 
-    if args.reference, let py = findPython(args.python) {
-        print("\nReference: open_clip via \(py), \(threads) threads, same shapes ...")
-        if let ref = runReference(python: py, threads: threads, quick: args.quick) {
-            var numbers = [String: Double]()
-            var infos = [String: String]()
-            for (k, v) in ref where !(v is [String: Any]) && !(v is [Any]) { infos[k] = "\(v)" }
-            for (k, v) in (ref["results"] as? [String: Any]) ?? [:] {
-                if let d = (v as? [String: Any])?["throughput"] as? Double { numbers[k] = d }
+    if run.contains(.text) {
+        print("\nText tower (ViT-B-16 shapes), 100 short prompts")
+        let textTower = try CLIPTextTower(weights: RandomWeights(seed: 2), architecture: .vitB16)
+        let tokenizer = try CLIPTokenizer.openCLIPDefault()
+        let classes = ["dog", "cat", "car", "tree", "house", "bird", "boat", "chair", "apple", "guitar"]
+        let prompts = (0..<100).map { "a photo of a \(classes[$0 % 10]) number \($0)." }
+        let t = measure(minSeconds: seconds) {
+            let tokens = tokenizer.tokenize(prompts)
+            _ = textTower(tokens: tokens, readout: tokens.map(CLIP.readoutPosition))
+        }
+        r.promptsPerSecond = 100 / t
+        print("  prompts/s (incl. tokenization): \(fmt(100 / t, 1))")
+    }
+
+    if run.contains(.decompose) {
+        r.decompose = try DecomposeBench.run(quick: args.quick, minRounds: args.rounds)
+    }
+
+    // Reference cases for the sections that ran, in one Python process.
+    var cases = [String]()
+    if run.contains(.image) { cases += ["vit-b-16-b1", "vit-b-16-b8", "vit-l-14-b1", "vit-l-14-b8"] }
+    if run.contains(.text) { cases += ["text-b-16"] }
+    if run.contains(.decompose) {
+        if !cases.contains("vit-b-16-b8") { cases += ["vit-b-16-b8"] }
+        cases += [DecomposeBench.officialCase]
+    }
+    if !cases.isEmpty {
+        if args.reference, let py = findPython(args.python) {
+            print("\nReference: open_clip via \(py), \(threads) threads, same shapes (\(cases.joined(separator: ", "))) ...")
+            if let ref = runReference(python: py, threads: threads, quick: args.quick, cases: cases) {
+                var numbers = [String: Double]()
+                var infos = [String: String]()
+                for (k, v) in ref where !(v is [String: Any]) && !(v is [Any]) { infos[k] = "\(v)" }
+                for k in ["loadavg_start", "loadavg_end"] {
+                    if let l = ref[k] as? [Double] { infos[k] = loadString(l) }
+                }
+                for (k, v) in (ref["results"] as? [String: Any]) ?? [:] {
+                    if let d = (v as? [String: Any])?["throughput"] as? Double { numbers[k] = d }
+                }
+                for (k, v) in (ref["errors"] as? [String: Any]) ?? [:] { infos["error \(k)"] = "\(v)" }
+                r.reference = numbers
+                r.referenceInfo = infos
+                let shown = ["torch", "open_clip", "threads", "cpu_capability", "loadavg_start", "loadavg_end"]
+                print("  " + shown.compactMap { k in infos[k].map { "\(k)=\($0)" } }.joined(separator: ", "))
+                for (k, v) in infos where k.hasPrefix("error ") { print("  \(k): \(v)") }
+                let pairs: [(String, String)] = [
+                    ("ViT-B-16 batch 1", "vit-b-16-b1"), ("ViT-B-16 batch 8", "vit-b-16-b8"),
+                    ("ViT-L-14 batch 1", "vit-l-14-b1"), ("ViT-L-14 batch 8", "vit-l-14-b8"),
+                ]
+                if run.contains(.image) {
+                    print("  images/s: Refract vs open_clip (ratio)")
+                    for (ours, theirs) in pairs {
+                        guard let a = r.imagesPerSecond[ours], let b = numbers[theirs] else { continue }
+                        print("    \(ours): \(fmt(a)) vs \(fmt(b))  (\(fmt(a / b))x)")
+                    }
+                }
+                if let b = numbers["text-b-16"], let a = r.promptsPerSecond {
+                    print("  100 prompts/s: \(fmt(a, 1)) vs \(fmt(b, 1))  (\(fmt(a / b))x)")
+                }
+                if r.decompose != nil {
+                    r.decompose!.compare(official: numbers[DecomposeBench.officialCase], openCLIPTower: numbers["vit-b-16-b8"])
+                    r.decompose!.printReferenceComparison()
+                }
+            } else {
+                print("  reference run failed; skipped")
             }
-            r.reference = numbers
-            r.referenceInfo = infos
-            let shown = ["torch", "open_clip", "threads", "cpu_capability"]
-            print("  " + shown.compactMap { k in infos[k].map { "\(k)=\($0)" } }.joined(separator: ", "))
-            let pairs: [(String, String)] = [
-                ("ViT-B-16 batch 1", "vit-b-16-b1"), ("ViT-B-16 batch 8", "vit-b-16-b8"),
-                ("ViT-L-14 batch 1", "vit-l-14-b1"), ("ViT-L-14 batch 8", "vit-l-14-b8"),
-            ]
-            print("  images/s: Refract vs open_clip (ratio)")
-            for (ours, theirs) in pairs {
-                guard let a = r.imagesPerSecond[ours], let b = numbers[theirs] else { continue }
-                print("    \(ours): \(fmt(a)) vs \(fmt(b))  (\(fmt(a / b))x)")
-            }
-            if let b = numbers["text-b-16"] {
-                print("  100 prompts/s: \(fmt(r.promptsPerSecond, 1)) vs \(fmt(b, 1))  (\(fmt(r.promptsPerSecond / b))x)")
-            }
+        } else if !args.reference {
+            print("\nReference: skipped (--no-reference)")
         } else {
-            print("  reference run failed; skipped")
+            print("\nReference: skipped (no Python with torch and open_clip; set REFRACT_BENCH_PYTHON or --python)")
         }
-    } else {
-        print("\nReference: skipped (no Python with torch and open_clip; set REFRACT_BENCH_PYTHON or --python)")
     }
 
+    if run.contains(.memory), let n = args.memoryImages {
+        r.memory = try MemoryBench.run(images: n, threads: threads, refract: args.refract)
+    }
+
+    r.loadavgEnd = loadavg()
+    print("\nLoad average at end: \(loadString(r.loadavgEnd))")
     if let path = args.jsonPath {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         try e.encode(r).write(to: URL(fileURLWithPath: path))
     }
 }
+
+// The memory section re-executes this binary as a small intermediate process that starts
+// `refract` and reports its resource usage (see MemoryBench.swift); that mode comes first, before
+// anything else is loaded.
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == ChildMeasure.flag {
+    exit(ChildMeasure.main(Array(CommandLine.arguments.dropFirst(2))))
+}
+
+// Line-buffered stdout, so progress shows line by line when the output goes to a file or pipe.
+lineBufferStandardOutput()
 
 do { try main() } catch {
     FileHandle.standardError.write(Data("refract-bench: \(error)\n".utf8))
