@@ -55,7 +55,8 @@ let package = Package(
         ),
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
         .target(name: "CRefractBench"),
-        .executableTarget(name: "refract-bench", dependencies: ["RefractCLIP", "RefractDecompose", "CRefractBench"]),
+        .executableTarget(name: "refract-bench",
+                          dependencies: ["RefractCLIP", "RefractDecompose", "RefractCheckpoint", "RefractImage", "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
         .target(name: "RefractTestSupport", dependencies: ["RefractTensor"]),
