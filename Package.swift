@@ -7,7 +7,7 @@ let package = Package(
     name: "Refract",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "Refract", targets: ["RefractCLIP", "RefractDecompose", "RefractStore"]),
+        .library(name: "Refract", targets: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan"]),
         .executable(name: "refract", targets: ["refract"]),
         .executable(name: "refract-bench", targets: ["refract-bench"]),
     ],
@@ -49,14 +49,17 @@ let package = Package(
         .target(name: "RefractPlot", dependencies: ["RefractImage"]),
         // Exact direct-effect decomposition (generic pass + model definitions), dataset runs, mean ablation.
         .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractStore", "RefractPlot"]),
+        // TextSpan: greedy text descriptions of head contributions, description pools and text-embedding cache, reports.
+        .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP"]),
         .executableTarget(
             name: "refract",
-            dependencies: ["RefractCLIP", "RefractDecompose", "RefractStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
         .target(name: "CRefractBench"),
         .executableTarget(name: "refract-bench",
-                          dependencies: ["RefractCLIP", "RefractDecompose", "RefractCheckpoint", "RefractImage", "CRefractBench"]),
+                          dependencies: ["RefractCLIP", "RefractDecompose", "RefractTextSpan", "RefractCheckpoint", "RefractImage",
+                                         "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
         .target(name: "RefractTestSupport", dependencies: ["RefractTensor"]),
@@ -69,6 +72,7 @@ let package = Package(
         .testTarget(name: "RefractStoreTests", dependencies: ["RefractStore"]),
         .testTarget(name: "RefractPlotTests", dependencies: ["RefractPlot", "RefractImage"]),
         .testTarget(name: "RefractDecomposeTests", dependencies: ["RefractDecompose", "RefractTestSupport"]),
+        .testTarget(name: "RefractTextSpanTests", dependencies: ["RefractTextSpan", "RefractTestSupport"]),
         .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractStore", "refract"]),
     ]
 )

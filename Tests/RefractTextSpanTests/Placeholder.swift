@@ -1,0 +1,4 @@
+import XCTest
+@testable import RefractTextSpan
+
+final class PlaceholderTextSpanTests: XCTestCase {}
