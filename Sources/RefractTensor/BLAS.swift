@@ -60,11 +60,23 @@ public enum BLAS {
         let setThreads: SetIntFn?
         let library: String
         let coreTypeSetByRefract: Bool
+        /// The dlopen handle, where further symbols (LAPACK: `LAPACK.swift`) are looked up; nil means
+        /// the process's own symbols (Accelerate is linked).
+        let handle: UnsafeMutableRawPointer?
         init(sgemm: @escaping SgemmFn, getCoreName: GetStringFn?, getConfig: GetStringFn?, getThreads: GetIntFn?,
-             setThreads: SetIntFn?, library: String, coreTypeSetByRefract: Bool) {
+             setThreads: SetIntFn?, library: String, coreTypeSetByRefract: Bool, handle: UnsafeMutableRawPointer? = nil) {
             self.sgemm = sgemm; self.getCoreName = getCoreName; self.getConfig = getConfig
             self.getThreads = getThreads; self.setThreads = setThreads
-            self.library = library; self.coreTypeSetByRefract = coreTypeSetByRefract
+            self.library = library; self.coreTypeSetByRefract = coreTypeSetByRefract; self.handle = handle
+        }
+
+        /// A symbol of the loaded library (or, on macOS, of the process, which links Accelerate).
+        func symbol(_ name: String) -> UnsafeMutableRawPointer? {
+            #if canImport(Accelerate)
+            return dlsym(UnsafeMutableRawPointer(bitPattern: -2), name)  // RTLD_DEFAULT
+            #else
+            return dlsym(handle, name)
+            #endif
         }
     }
 
@@ -185,7 +197,7 @@ public enum BLAS {
                 getConfig: fn("openblas_get_config", GetStringFn.self),
                 getThreads: fn("openblas_get_num_threads", GetIntFn.self),
                 setThreads: fn("openblas_set_num_threads", SetIntFn.self),
-                library: name, coreTypeSetByRefract: setByUs))
+                library: name, coreTypeSetByRefract: setByUs, handle: handle))
         }
         return .failure(.libraryNotFound(tried: tried, lastError: lastError))
         #endif
