@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference CPU throughput of open_clip, for comparison with Refract's benchmark.
+"""Reference CPU throughput of open_clip (and of NumPy TextSpan), for comparison with Refract's benchmark.
 
 Developer tool (CI and users never run it). The Swift benchmark executable runs
 it, when a Python with torch + open_clip is available, to measure the reference
@@ -25,6 +25,11 @@ Case ids (default: all):
     decompose-official-vit-b-16-b8
                   ViT-B-16 image tower, batch 8, decomposed the way the official
                   research code of Gandelsman et al. (ICLR 2024) does it (see below)
+    textspan-numpy
+                  TextSpan (Gandelsman et al., Algorithm 1, with the official code's
+                  span projection) in plain NumPy float32 on one head, C [10000, 512],
+                  R [3498, 512], 20 steps, rank 80 (see below). Needs numpy only:
+                  torch and open_clip are imported only when another case is selected.
 
 The decomposition case times, per call, what the official code's `prs_hook`
 (`hook_prs_logger(..., spatial=False)`, method "head_no_spatial") does to get
@@ -42,6 +47,19 @@ projection applied to all kept components, and division by ||embedding||. Once
 per case (untimed) the sum of all components is checked against the L2-normalised
 `encode_image` output (`identity_max_abs_err` in the result; the case fails
 above 1e-4). Throughput is in images/s as for the image cases.
+
+The TextSpan case runs the algorithm as the official code
+(`replace_with_iterative_removal`) does, in NumPy float32 instead of torch:
+`np.linalg.svd(C, full_matrices=False)` of the uncentred contributions, the pool
+projected with `vh.T @ inv(vh @ vh.T) @ vh` of the top `rank` rows of `vh`, C
+centred, then per step the full product D = C @ R.T, `np.std(D, axis=0)`, argmax,
+and the deflation of C and R by the chosen row (with the reconstruction
+accumulated). Its data are deterministic and identical to what refract-bench
+generates (SplitMix64 of the element index, see `splitmix_uniform`):
+C[k, j] = (u - 0.5) * exp(-j / 64) + 0.1 * (u' - 0.5), R rows L2-normalised
+uniforms, so the chosen indices can be compared (`indices` in the result). One
+call = one whole run; throughput is runs/s (= 1 / median_s). It takes one
+warm-up call (each call takes seconds) unless --warmup is given.
 
 Timing: `warmup` untimed calls, then timed calls until at least `min_iters` calls
 and `min_seconds` of measured time (capped by `max_iters`). Throughput =
@@ -78,13 +96,23 @@ Output with --json: ONE JSON object on stdout (everything else goes to stderr):
         "decompose-official-vit-b-16-b8": {..., "tower": "image", "batch": 8,
                       "method": "decompose-official", "unit": "images/s",
                       "components": {"attn": [8, 12, 12, 512], "mlp": [8, 13, 512]},
-                      "identity_max_abs_err": 1e-7, ...}
+                      "identity_max_abs_err": 1e-7, ...},
+        "textspan-numpy": {"model": "numpy", "tower": "textspan", "batch": 1,
+                      "method": "textspan-numpy", "unit": "runs/s",
+                      "input": {"contributions": [10000, 512], "texts": [3498, 512]},
+                      "steps": 20, "rank": 80, "indices": [...], "median_s": 9.1, ...}
       },
       "errors": {"case-id": "message"}                  # only cases that failed
     }
 
+With only numpy cases selected, the torch fields ("torch", "open_clip",
+"interop_threads", "cpu_capability", "mkldnn") are absent and "threads" is the
+--threads value (OPENBLAS_NUM_THREADS/OMP_NUM_THREADS for NumPy's BLAS), or null.
+"numpy_blas" names NumPy's BLAS when NumPy reports it.
+
 Exit status: 0 if every selected case ran, 1 if any failed, 2 on bad arguments,
-3 if numpy/torch/open_clip cannot be imported (nothing on stdout then).
+3 if numpy (or, for the open_clip cases, torch/open_clip) cannot be imported
+(nothing on stdout then).
 """
 
 from __future__ import annotations
@@ -106,7 +134,11 @@ CASES = {
     "text-b-16": ("ViT-B-16", "text", 100),
     "text-l-14": ("ViT-L-14", "text", 100),
     "decompose-official-vit-b-16-b8": ("ViT-B-16", "decompose", 8),
+    "textspan-numpy": ("numpy", "textspan", 1),
 }
+
+# textspan-numpy: one ViT-B-sized head (D' = 512) over 10000 images, the paper's pool size and settings.
+TEXTSPAN = {"images": 10000, "width": 512, "pool": 3498, "steps": 20, "rank": 80}
 
 CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -237,6 +269,74 @@ def official_decompose(model, x):
     return attns / norm[:, None, None, None], mlps / norm[:, None, None]
 
 
+def splitmix_uniform(np, n, stream):
+    """n float32 uniforms in [-0.5, 0.5): SplitMix64 of (stream, index), top 24 bits.
+
+    Element i (0-based) is z = stream * 0xD1B54A32D192ED03 + (i + 1) * 0x9E3779B97F4A7C15
+    (mod 2^64) through SplitMix64's finaliser; u = (z >> 40) / 2^24 - 0.5, exact in float32.
+    refract-bench (TextSpanBench.swift) generates the same numbers.
+    """
+    seed = np.uint64((stream * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
+    z = seed + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / (1 << 24)) - np.float32(0.5)
+
+
+def textspan_data(np, images, width, pool):
+    """C [images, width] with decaying column scales and an offset; R [pool, width], unit rows."""
+    scale = np.exp(-np.arange(width, dtype=np.float64) / 64.0).astype(np.float32)
+    offset = np.float32(0.1) * splitmix_uniform(np, width, 3)
+    c = splitmix_uniform(np, images * width, 1).reshape(images, width) * scale[None, :] + offset[None, :]
+    r = splitmix_uniform(np, pool * width, 2).reshape(pool, width)
+    r = r / np.linalg.norm(r, axis=1, keepdims=True)
+    return c.astype(np.float32), r.astype(np.float32)
+
+
+def textspan_numpy(np, data, text_features, iters, rank):
+    """TextSpan as the official code's `replace_with_iterative_removal` runs it, in NumPy float32.
+
+    Returns (reconstruction [K, D'], chosen indices).
+    """
+    _, _, vh = np.linalg.svd(data, full_matrices=False)
+    vh = vh[:rank]
+    text_features = vh.T.dot(np.linalg.inv(vh.dot(vh.T)).dot(vh)).dot(text_features.T).T  # span of the head
+    mean_data = data.mean(axis=0, keepdims=True)
+    data = data - mean_data
+    reconstruct = np.repeat(mean_data, data.shape[0], axis=0)
+    results = []
+    for _ in range(iters):
+        projection = data @ text_features.T                                    # [K, M]
+        projection_std = projection.std(axis=0)
+        top_n = int(np.argmax(projection_std))
+        results.append(top_n)
+        u = text_features[top_n]
+        text_norm = u @ u.T
+        coef = data @ u / text_norm                                           # [K]
+        reconstruct += coef[:, np.newaxis] * u[np.newaxis, :]
+        data = data - coef[:, np.newaxis] * u[np.newaxis, :]
+        text_features = text_features - (text_features @ u / text_norm)[:, np.newaxis] * u[np.newaxis, :]
+    return reconstruct, results
+
+
+def bench_textspan(np, args):
+    k, d, m = TEXTSPAN["images"], TEXTSPAN["width"], TEXTSPAN["pool"]
+    steps, rank = TEXTSPAN["steps"], TEXTSPAN["rank"]
+    t0 = time.perf_counter()
+    c, r = textspan_data(np, k, d, m)
+    build_s = time.perf_counter() - t0
+    _, indices = textspan_numpy(np, c, r, steps, rank)
+    warmup = args.warmup if args.warmup_given else 1
+    log("[bench_reference] textspan-numpy: timing")
+    times = time_calls(lambda: textspan_numpy(np, c, r, steps, rank), max(0, warmup - 1),
+                       args.min_iters, args.seconds, args.max_iters)
+    return {"model": "numpy", "tower": "textspan", "batch": 1, "method": "textspan-numpy", "unit": "runs/s",
+            "input": {"contributions": [k, d], "texts": [m, d]}, "steps": steps, "rank": rank,
+            "dtype": str(c.dtype), "indices": indices, **summarize(times, 1), "warmup": warmup,
+            "build_s": build_s}
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         description="open_clip CPU reference throughput (random weights, float32).",
@@ -255,7 +355,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.list:
         for k, (m, t, b) in CASES.items():
-            what = "image tower, official per-head decomposition" if t == "decompose" else f"{t} tower"
+            what = ("image tower, official per-head decomposition" if t == "decompose"
+                    else "TextSpan in NumPy (one head)" if t == "textspan" else f"{t} tower")
             print(f"{k:12s} {m} {what}, batch {b}")
         sys.exit(0)
     ids = [s.strip().lower() for s in args.only.split(",") if s.strip()] or list(CASES)
@@ -265,6 +366,7 @@ def parse_args(argv):
     args.ids = list(dict.fromkeys(ids))
     if args.threads is not None and args.threads < 1:
         ap.error("--threads must be >= 1")
+    args.warmup_given = args.warmup is not None
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.min_iters = args.min_iters if args.min_iters is not None else (3 if args.quick else 5)
     args.seconds = args.seconds if args.seconds is not None else (1.5 if args.quick else 10.0)
@@ -279,36 +381,51 @@ def main(argv=None):
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(args.threads)
 
+    numpy_ids = [cid for cid in args.ids if CASES[cid][1] == "textspan"]
+    torch_ids = [cid for cid in args.ids if CASES[cid][1] != "textspan"]
+    torch = open_clip = None
     try:
         import numpy as np
-        import torch
-        import open_clip
+        if torch_ids:
+            import torch
+            import open_clip
     except ImportError as e:
         log(f"[bench_reference] cannot import the reference stack: {e}")
         return 3
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        try:
-            torch.set_num_interop_threads(args.threads)
-        except RuntimeError:
-            pass
-    torch.manual_seed(0)
+    if torch is not None:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+            try:
+                torch.set_num_interop_threads(args.threads)
+            except RuntimeError:
+                pass
+        torch.manual_seed(0)
+        stack = {
+            "torch": torch.__version__,
+            "open_clip": getattr(open_clip, "__version__", "unknown"),
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        }
+    else:
+        stack = {"threads": args.threads}
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        stack["numpy_blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001  (older NumPy: no dict mode)
+        pass
 
     out = {
         "tool": "bench_reference.py",
         "schema": 1,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "open_clip": getattr(open_clip, "__version__", "unknown"),
         "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **stack,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "quick": bool(args.quick),
         "dtype": "float32",
         "device": "cpu",
@@ -319,12 +436,21 @@ def main(argv=None):
         "errors": {},
     }
 
-    tokenizer = open_clip.get_tokenizer("ViT-B-16")  # built-in CLIP BPE, no download
+    for cid in numpy_ids:
+        try:
+            res = bench_textspan(np, args)
+            out["results"][cid] = res
+            log(f"[bench_reference] {cid}: {res['median_s']:.3f} s per run "
+                f"(median over {res['iters']} calls; indices {res['indices'][:5]}...)")
+        except Exception as e:  # noqa: BLE001
+            out["errors"][cid] = f"{type(e).__name__}: {e}"
+
+    tokenizer = open_clip.get_tokenizer("ViT-B-16") if torch_ids else None  # built-in CLIP BPE, no download
     prompts = [f"a photo of a {c}." for c in CLASSES]
 
     # group by model so each model is built once
     by_model = {}
-    for cid in args.ids:
+    for cid in torch_ids:
         by_model.setdefault(CASES[cid][0], []).append(cid)
 
     for model_name, cids in by_model.items():
@@ -387,8 +513,8 @@ def main(argv=None):
     if args.json:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        print(f"torch {out['torch']}  open_clip {out['open_clip']}  threads {out['threads']}  "
-              f"cpu {out['cpu_capability']} ({out['cpu_model']})")
+        print(f"torch {out.get('torch', '-')}  open_clip {out.get('open_clip', '-')}  numpy {out['numpy']}  "
+              f"threads {out['threads']}  cpu {out.get('cpu_capability', '-')} ({out['cpu_model']})")
         for cid, r in out["results"].items():
             print(f"{cid:12s} {r['throughput']:10.2f} {r['unit']:9s}  median {r['median_s'] * 1e3:9.2f} ms  "
                   f"[{r['min_s'] * 1e3:.2f} .. {r['max_s'] * 1e3:.2f}] x{r['iters']}")

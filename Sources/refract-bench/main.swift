@@ -9,7 +9,9 @@
 // Sections: peak (FMA loop), sgemm (ViT shapes), image (image towers), text (text tower),
 // decompose (ViT-B/16 `CLIPDecomposer` vs the plain tower, interleaved; official approach in
 // Python), memory (peak RSS of `refract decompose` over N images; only with --memory-images or
-// --only memory). Default: every section but memory. `--only decompose` takes a few minutes.
+// --only memory), textspan (`TextSpan.run` on one head vs NumPy on the same data, and a
+// ViT-L/14-sized head; only with --only textspan; TextSpanBench.swift). Default: every section
+// but memory and textspan. `--only decompose` takes a few minutes.
 // The memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
 // `refract` product built next to refract-bench: `swift build -c release --product refract`).
 
@@ -22,7 +24,7 @@ import RefractTokenizer
 // MARK: Arguments
 
 enum Section: String, CaseIterable, Codable {
-    case peak, sgemm, image, text, decompose, memory
+    case peak, sgemm, image, text, decompose, memory, textspan
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -31,7 +33,7 @@ struct Arguments {
         usage: refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
                              [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
           --only             comma-separated sections: \(Section.allCases.map(\.rawValue).joined(separator: ", "))
-                             (default: all but memory; --only decompose runs in a few minutes)
+                             (default: all but memory and textspan; --only decompose runs in a few minutes)
           --rounds N         minimum interleaved rounds per batch size in the decompose section
           --memory-images N  also run the memory section over N images (the issue's figure: 2000)
           --refract PATH     the refract binary for the memory section (default: next to refract-bench)
@@ -136,6 +138,7 @@ struct Results: Codable {
     var promptsPerSecond: Double?
     var decompose: DecomposeResults?
     var memory: MemoryResults?
+    var textspan: TextSpanBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -293,6 +296,10 @@ func main() throws {
 
     if run.contains(.decompose) {
         r.decompose = try DecomposeBench.run(quick: args.quick, minRounds: args.rounds)
+    }
+
+    if run.contains(.textspan) {
+        r.textspan = try TextSpanBench.run(quick: args.quick, python: args.python, reference: args.reference, threads: threads)
     }
 
     // Reference cases for the sections that ran, in one Python process.
