@@ -7,6 +7,7 @@
 // `DecomposeRunOptions.shardBytes`.
 
 import Foundation
+import RefractCheckpoint
 import RefractCLIP
 import RefractImage
 import RefractStore
@@ -150,4 +151,21 @@ final class ResultList: @unchecked Sendable {
     init(count: Int) { slots = Array(repeating: nil, count: count) }
     func set(_ i: Int, _ r: Result<Tensor, Error>) { lock.lock(); slots[i] = r; lock.unlock() }
     var values: [Result<Tensor, Error>] { slots.map { $0! } }
+}
+
+// MARK: - The model of a run
+
+public enum RunModel {
+    /// Loads the model a run was made with (`spec`, or the run's own model id), refusing weights
+    /// whose SHA-256 differs from the run's.
+    public static func load(for reader: StoreReader, spec: String? = nil, options: ModelLocation.Options = .init()) async throws -> CLIP {
+        let clip = try await CLIP.load(spec ?? reader.manifest.model.id, options: options)
+        let hash = try clip.weightsSHA256()
+        guard hash == reader.manifest.model.weightsSHA256 else {
+            throw DatasetError(path: reader.run.path, message: "the run was made with weights sha256 "
+                + "\(reader.manifest.model.weightsSHA256.prefix(12))... (\(reader.manifest.model.id)), but \(spec ?? clip.id) "
+                + "has \(hash.prefix(12))...; pass --model with the run's model")
+        }
+        return clip
+    }
 }

@@ -8,6 +8,7 @@ import Foundation
 public struct SelectionError: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
+    public init(message: String) { self.message = message }
 }
 
 public enum LayerSelection {

@@ -125,12 +125,7 @@ struct Ablate: AsyncParsableCommand {
             ?? ZeroShotClassifier.defaultTemplates
         try BLAS.load()
         if let threads { BLAS.setThreads(threads) }
-        let clip = try await CLIP.load(model ?? reader.manifest.model.id)
-        let hash = try clip.weightsSHA256()
-        guard hash == reader.manifest.model.weightsSHA256 else {
-            throw ValidationError("the model's weights (sha256 \(hash.prefix(12))...) are not the ones \(run) was made with "
-                + "(\(reader.manifest.model.weightsSHA256.prefix(12))..., \(reader.manifest.model.id))")
-        }
+        let clip = try await RunModel.load(for: reader, spec: model)
         let classifier = clip.zeroShotClassifier(classes: classNames, templates: templateList)
         let report = try MeanAblation.run(reader, meansFrom: means, classifier: classifier.weights, classes: classNames,
                                           classFile: classes)

@@ -13,7 +13,7 @@ struct Refract: AsyncParsableCommand {
         commandName: "refract",
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations.",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
-                      Ablate.self, Env.self])
+                      Ablate.self, TextSpanCommand.self, HeadsCommand.self, Env.self])
 }
 
 // MARK: Shared options

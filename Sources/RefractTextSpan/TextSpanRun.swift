@@ -1,0 +1,189 @@
+// MARK: - TextSpan over the heads of a run, with the paper's accuracy check
+
+import Foundation
+import RefractDecompose
+import RefractStore
+import RefractTensor
+
+public struct TextSpanRunOptions: Sendable {
+    public var heads: [HeadID] = []
+    public var perHead: Int = 20
+    public var rank: Int = 80
+    /// Seed of the random text directions of the accuracy check's control.
+    public var randomSeed: UInt64 = 0
+    /// Memory for head contributions read at once.
+    public var budgetBytes: Int = 1 << 30
+    public init() {}
+}
+
+/// What the accuracy check needs: a zero-shot classifier [D', C] and its classes.
+public struct AccuracyInputs: Sendable {
+    public var classifier: Tensor
+    public var classes: [String]
+    public var classesFile: String
+    public var templates: [String]
+    public init(classifier: Tensor, classes: [String], classesFile: String, templates: [String]) {
+        self.classifier = classifier; self.classes = classes; self.classesFile = classesFile; self.templates = templates
+    }
+}
+
+public enum TextSpanRun {
+    /// Runs TextSpan on every chosen head of `reader` with the pool's embeddings `texts` [M, D'].
+    /// `progress(done, total)` counts heads.
+    public static func run(_ reader: StoreReader, pool: DescriptionPool, poolSummary: PoolSummary, texts: Tensor,
+                           options: TextSpanRunOptions, accuracy: AccuracyInputs? = nil,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> TextSpanReport {
+        let (_, _, d) = try HeadContributions.dims(reader)
+        guard !options.heads.isEmpty else { throw SelectionError(message: "no heads chosen") }
+        guard texts.shape == [pool.count, d] else {
+            throw TextSpanInputError(path: pool.path, message: "text embeddings \(texts.shape), expected [\(pool.count), \(d)]")
+        }
+        guard options.perHead >= 1 else { throw SelectionError(message: "--per-head must be at least 1") }
+        guard options.perHead <= pool.count else {
+            throw TextSpanInputError(path: pool.path, message: "--per-head \(options.perHead) is larger than the pool "
+                + "(\(pool.count) distinct descriptions)")
+        }
+        guard reader.rowCount >= 2 else {
+            throw TextSpanInputError(path: reader.run.path, message: "\(reader.rowCount) image(s); TextSpan needs at least 2")
+        }
+        let n = reader.rowCount
+        var heads = [HeadReport]()
+        var deltaTextSpan = accuracy.map { _ in [Float](repeating: 0, count: n * d) }
+        var deltaRandom = deltaTextSpan
+        var done = 0
+        progress?(0, options.heads.count)
+        try HeadContributions.forEachHead(reader, heads: options.heads, budgetBytes: options.budgetBytes) { id, c in
+            let result: TextSpanResult
+            do { result = try TextSpan.run(contributions: c, texts: texts, steps: options.perHead, rank: options.rank) } catch {
+                throw TextSpanInputError(path: reader.run.path, message: "head \(id): \(error)")
+            }
+            heads.append(HeadReport(layer: id.layer, head: id.head, totalVariance: result.totalVariance,
+                                    descriptions: result.steps.enumerated().map { s, step in
+                DescriptionStep(step: s + 1, text: pool.texts[step.index], line: pool.lines[step.index],
+                                varianceExplained: step.varianceExplained, cumulative: step.cumulative)
+            }))
+            if accuracy != nil {
+                accumulate(&deltaTextSpan!, result.reconstruct(c), minus: c)
+                let random = randomDirections(count: pool.count, width: d,
+                                              seed: options.randomSeed &+ UInt64(id.layer * 1009 + id.head))
+                let control = try TextSpan.run(contributions: c, texts: random, steps: options.perHead, rank: options.rank)
+                accumulate(&deltaRandom!, control.reconstruct(c), minus: c)
+            }
+            done += 1
+            progress?(done, options.heads.count)
+        }
+        heads.sort { ($0.layer, $0.head) < ($1.layer, $1.head) }
+        var report = TextSpanReport(run: reader.run.path, model: reader.manifest.model.id,
+                                    weightsSHA256: reader.manifest.model.weightsSHA256,
+                                    convention: reader.manifest.convention, images: n, pool: poolSummary,
+                                    perHead: options.perHead, rank: options.rank, heads: heads)
+        if let accuracy {
+            let firstLayer = options.heads.map(\.layer).min()!
+            report.accuracy = try accuracyCheck(reader, inputs: accuracy, firstLayer: firstLayer,
+                                                deltaTextSpan: deltaTextSpan!, deltaRandom: deltaRandom!,
+                                                distinct: Set(heads.flatMap { $0.descriptions.map(\.line) }).count)
+        }
+        return report
+    }
+
+    static func accumulate(_ into: inout [Float], _ a: Tensor, minus b: Tensor) {
+        for i in 0..<into.count { into[i] += a.data[i] - b.data[i] }
+    }
+
+    /// L2-normalised Gaussian directions [count, width], deterministic per seed.
+    public static func randomDirections(count: Int, width: Int, seed: UInt64) -> Tensor {
+        var state = seed ^ 0x9E37_79B9_7F4A_7C15
+        func uniform() -> Double {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return (Double(z >> 11) + 0.5) / Double(1 << 53)
+        }
+        var data = [Float](repeating: 0, count: count * width)
+        for i in 0..<data.count {
+            data[i] = Float((-2 * log(uniform())).squareRoot() * cos(2 * Double.pi * uniform()))
+        }
+        return Ops.l2Normalized(Tensor(shape: [count, width], data: data))
+    }
+
+    /// Zero-shot accuracy: nothing ablated; attention layers below `firstLayer` mean-ablated with the
+    /// chosen heads raw; the same with the heads replaced by their TextSpan reconstructions, and by
+    /// reconstructions from random directions.
+    static func accuracyCheck(_ reader: StoreReader, inputs: AccuracyInputs, firstLayer: Int,
+                              deltaTextSpan: [Float], deltaRandom: [Float], distinct: Int) throws -> AccuracyCheck {
+        let (layers, h, d) = try HeadContributions.dims(reader)
+        let n = reader.rowCount
+        guard inputs.classifier.shape == [d, inputs.classes.count] else {
+            throw TextSpanInputError(path: inputs.classesFile, message: "classifier \(inputs.classifier.shape) for width \(d)")
+        }
+        let images = reader.rowImages
+        if let missing = images.first(where: { $0.label == nil }) {
+            throw TextSpanInputError(path: reader.run.path, message: "image \(missing.path) has no label; the accuracy check "
+                + "needs labelled images (class folders or a label column)")
+        }
+        let (_, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: inputs.classes, file: inputs.classesFile)
+        // Per image: the sum of every component, and of attention layers below firstLayer.
+        let summed = reader.manifest.tensors.map(\.name).filter { ["pre", "mlp", "attn", "attn_bias", "readout_bias"].contains($0) }
+        var base = [Float](repeating: 0, count: n * d), early = base
+        try reader.forEachShard(summed) { rows, t in
+            for name in summed {
+                let data = t[name]!.data
+                let perRow = data.count / max(rows.count, 1)
+                for r in 0..<rows.count {
+                    let dst = (rows.lowerBound + r) * d
+                    for o in stride(from: 0, to: perRow, by: d) {
+                        for j in 0..<d { base[dst + j] += data[r * perRow + o + j] }
+                    }
+                }
+                if name == "attn" {
+                    for r in 0..<rows.count {
+                        let dst = (rows.lowerBound + r) * d
+                        for l in 0..<firstLayer {
+                            for hh in 0..<h {
+                                let o = r * perRow + (l * h + hh) * d
+                                for j in 0..<d { early[dst + j] += data[o + j] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        _ = layers
+        var earlyMean = [Double](repeating: 0, count: d)
+        for r in 0..<n { for j in 0..<d { earlyMean[j] += Double(early[r * d + j]) } }
+        for j in 0..<d { earlyMean[j] /= Double(n) }
+        func variant(_ f: (Int, Int) -> Float) -> Tensor {
+            var out = [Float](repeating: 0, count: n * d)
+            for r in 0..<n { for j in 0..<d { out[r * d + j] = f(r, j) } }
+            return Tensor(shape: [n, d], data: out)
+        }
+        let ablated = { (r: Int, j: Int) -> Float in base[r * d + j] - early[r * d + j] + Float(earlyMean[j]) }
+        let variants: [(String, String, Tensor)] = [
+            ("baseline", "nothing ablated", variant { base[$0 * d + $1] }),
+            ("heads_raw", "attention layers below \(firstLayer) mean-ablated; chosen heads as they are", variant(ablated)),
+            ("textspan", "as heads_raw, with the chosen heads replaced by their TextSpan reconstructions",
+             variant { ablated($0, $1) + deltaTextSpan[$0 * d + $1] }),
+            ("random_directions", "as heads_raw, with the chosen heads reconstructed from random text directions",
+             variant { ablated($0, $1) + deltaRandom[$0 * d + $1] }),
+        ]
+        let rows = variants.map { id, description, totals -> AccuracyRow in
+            let scores = Ops.matmul(totals, inputs.classifier)                       // [N, C]
+            var top1 = 0, top5 = 0
+            let c = inputs.classes.count
+            for r in 0..<n {
+                let label = index[images[r].label!]!
+                let mine = scores.data[r * c + label]
+                var higher = 0
+                for k in 0..<c where scores.data[r * c + k] > mine { higher += 1 }
+                if higher < 1 { top1 += 1 }
+                if higher < 5 { top5 += 1 }
+            }
+            return AccuracyRow(id: id, description: description, top1: 100 * Double(top1) / Double(n),
+                               top5: 100 * Double(top5) / Double(n))
+        }
+        return AccuracyCheck(classesFile: inputs.classesFile, classes: inputs.classes.count, templates: inputs.templates,
+                             meanAblatedLayersBelow: firstLayer, rows: rows, distinctDescriptions: distinct)
+    }
+}
