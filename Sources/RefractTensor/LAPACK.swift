@@ -23,6 +23,7 @@ public enum LAPACKError: Error, CustomStringConvertible, Equatable {
     case notSquare(shape: [Int])
     case notFinite(routine: String)
     case failed(routine: String, info: Int)
+    case incomplete(routine: String, found: Int, expected: Int)
 
     public var description: String {
         switch self {
@@ -36,6 +37,8 @@ public enum LAPACKError: Error, CustomStringConvertible, Equatable {
         case let .failed(routine, info):
             return info < 0 ? "\(routine): argument \(-info) had an illegal value (LAPACK info \(info))"
                 : "\(routine): the algorithm failed to converge (LAPACK info \(info))"
+        case let .incomplete(routine, found, expected):
+            return "\(routine): found \(found) eigenvalues, expected \(expected)"
         }
     }
 }
@@ -121,9 +124,8 @@ public enum LAPACK {
         guard info == 0 else { throw LAPACKError.failed(routine: "ssyevr", info: Int(info)) }
         var wk = [Float](repeating: 0, count: max(1, Int(qw[0]))), iwk = [Int32](repeating: 0, count: max(1, Int(qi[0])))
         call(Int32(wk.count), Int32(iwk.count), &wk, &iwk)
-        guard info == 0, Int(found) == count else {
-            throw LAPACKError.failed(routine: "ssyevr", info: Int(info == 0 ? -999 : info))
-        }
+        guard info == 0 else { throw LAPACKError.failed(routine: "ssyevr", info: Int(info)) }
+        guard Int(found) == count else { throw LAPACKError.incomplete(routine: "ssyevr", found: Int(found), expected: count) }
         // Ascending → descending; column i of z (contiguous) is eigenvector i.
         var vectors = [Float](repeating: 0, count: count * n)
         for i in 0..<count {

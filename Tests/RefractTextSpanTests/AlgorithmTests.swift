@@ -129,6 +129,21 @@ final class AlgorithmTests: XCTestCase {
         }
     }
 
+    /// Ties go to the lowest pool row: a duplicated best row is chosen at its first position, and
+    /// its copy (deflated to nothing) is not chosen again.
+    func testTiesGoToTheLowestIndex() throws {
+        let d = 10
+        let c = contributions(60, d, seed: 51), base = pool(6, d, seed: 52)
+        let first = try TextSpan.run(contributions: c, texts: base, steps: 1, rank: d).indices[0]
+        var rows = (0..<6).map { base.row($0) }
+        rows.insert(rows[first], at: 0)                                       // the best row at 0 and again later
+        let dup = Tensor(shape: [7, d], data: rows.flatMap { $0 })
+        let result = try TextSpan.run(contributions: c, texts: dup, steps: 3, rank: d)
+        XCTAssertEqual(result.indices[0], 0)
+        XCTAssertFalse(result.indices.dropFirst().contains(first + 1))
+        XCTAssertEqual(TextSpanReference.run(contributions: c, texts: dup, steps: 3, rank: d).indices, result.indices)
+    }
+
     /// With steps == rank == D' the chosen directions span everything: the reconstruction is the
     /// data itself, for the fitted rows and for any other rows.
     func testFullReconstructionReproducesContributions() throws {
