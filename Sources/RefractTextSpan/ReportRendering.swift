@@ -32,7 +32,7 @@ public enum TextSpanRendering {
         line("- **Description pool:** \(md(pool.path)) (SHA-256 \(md(pool.sha256)))")
         line("  - \(poolCounts(pool))")
         line("- **Descriptions per head (m):** \(report.perHead)")
-        line("- **Text span rank:** \(report.rank)")
+        line("- **Text span rank:** \(report.rank) (each head: at most its own rank)")
         line("- **Heads:** \(report.heads.count)")
 
         if let acc = report.accuracy {
@@ -68,7 +68,7 @@ public enum TextSpanRendering {
             line()
             line("### \(head.name)")
             line()
-            line("Total variance: \(Numbers.general(head.totalVariance))")
+            line("Total variance: \(Numbers.general(head.totalVariance))" + (head.rank.map { ", span rank \($0)" } ?? ""))
             line()
             if head.descriptions.isEmpty {
                 line("No descriptions chosen.")
@@ -187,7 +187,8 @@ public enum TextSpanRendering {
         line("<div class=\"heads\">")
         for (head, id) in zip(heads, ids) {
             line("<article class=\"head\" id=\"\(id)\">")
-            line("<h3>\(h(head.name)) <span class=\"total\">total variance \(h(Numbers.general(head.totalVariance)))</span></h3>")
+            line("<h3>\(h(head.name)) <span class=\"total\">total variance \(h(Numbers.general(head.totalVariance)))"
+                 + (head.rank.map { ", rank \($0)" } ?? "") + "</span></h3>")
             if head.descriptions.isEmpty {
                 line("<p class=\"empty\">No descriptions chosen.</p>")
             } else {

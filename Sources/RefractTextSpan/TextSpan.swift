@@ -67,6 +67,9 @@ public struct TextSpanResult: Sendable {
     /// z_s [m, D']: the coefficient of row x on step s is (x − μ)·z_s.
     public var readout: Tensor
     public var timing: TextSpanTiming
+    /// The span rank used (the one asked for, or the contributions' rank when that is smaller and
+    /// the caller allowed clamping).
+    public var rank: Int = 0
 
     /// The chosen pool rows, in order.
     public var indices: [Int] { steps.map(\.index) }
@@ -155,7 +158,12 @@ public enum TextSpan {
 
     /// Runs TextSpan on one head. `contributions` C [K, D'] (float32), `texts` R [M, D'] (the pool's
     /// embeddings, L2-normalised rows), `steps` m (0...min(M, rank)), `rank` r (1...numerical rank of C).
-    public static func run(contributions: Tensor, texts: Tensor, steps: Int, rank: Int) throws -> TextSpanResult {
+    /// With `clampRank`, a rank above the contributions' numerical rank is lowered to it (a head's
+    /// contributions live in its value space, e.g. 64 dimensions, below the paper's default 80)
+    /// instead of being an error; `TextSpanResult.rank` says what was used.
+    public static func run(contributions: Tensor, texts: Tensor, steps: Int, rank requested: Int,
+                           clampRank: Bool = false) throws -> TextSpanResult {
+        var rank = requested
         let (k, d, m) = try validate(contributions: contributions, texts: texts, steps: steps, rank: rank)
         try BLAS.load()
         try LAPACK.load()
@@ -178,8 +186,17 @@ public enum TextSpan {
         for i in 0..<d {
             for j in i..<d { uncentred[i * d + j] += Float(Double(k) * stats.mean[i] * stats.mean[j]) }
         }
-        let eig = try LAPACK.symmetricEigen(Tensor(shape: [d, d], data: uncentred), largest: rank)
+        var eig = try LAPACK.symmetricEigen(Tensor(shape: [d, d], data: uncentred), largest: rank)
         let largest = Double(eig.values[0])
+        if clampRank, largest > 0, !(Double(eig.values[rank - 1]) > rankTolerance * largest) {
+            let q = numericalRank(eigenvalues: eig.values)
+            guard q >= steps else {
+                throw TextSpanError(.steps, "\(steps) steps asked for but the contributions have rank \(q): at most \(q) "
+                                    + "directions can be removed")
+            }
+            rank = q
+            eig = (Array(eig.values.prefix(q)), Tensor(shape: [q, d], data: Array(eig.vectors.data.prefix(q * d))))
+        }
         if !(largest > 0) || !(Double(eig.values[rank - 1]) > rankTolerance * largest) {
             let all = try LAPACK.symmetricEigenvalues(Tensor(shape: [d, d], data: uncentred))
             let q = numericalRank(eigenvalues: all)
@@ -268,9 +285,11 @@ public enum TextSpan {
         }
         timing.greedy = clock() - t0
 
-        return TextSpanResult(steps: chosen, totalVariance: totalVariance, mean: stats.mean.map { Float($0) },
-                              directions: Tensor(shape: [chosen.count, d], data: directions),
-                              readout: Tensor(shape: [chosen.count, d], data: readout), timing: timing)
+        var result = TextSpanResult(steps: chosen, totalVariance: totalVariance, mean: stats.mean.map { Float($0) },
+                                    directions: Tensor(shape: [chosen.count, d], data: directions),
+                                    readout: Tensor(shape: [chosen.count, d], data: readout), timing: timing)
+        result.rank = rank
+        return result
     }
 
     /// Numerical rank of the contributions C [K, D']: the eigenvalues of CᵀC above `rankTolerance`

@@ -17,7 +17,8 @@ public struct TextSpanReport: Codable, Sendable, Equatable {
     /// Rows (images) of the run used.
     public var images: Int
     public var pool: PoolSummary
-    /// Descriptions asked for per head, and the span rank of the text projection.
+    /// Descriptions asked for per head, and the span rank of the text projection asked for (each
+    /// head says the rank it used).
     public var perHead: Int
     public var rank: Int
     public var heads: [HeadReport]
@@ -59,19 +60,23 @@ public struct HeadReport: Codable, Sendable, Equatable {
     public var name: String { "L\(layer).H\(head)" }
     /// Total centred variance of the head's contributions (sum over dimensions).
     public var totalVariance: Double
+    /// Span rank used for this head (the requested one, or the head's own rank when smaller).
+    public var rank: Int?
     public var descriptions: [DescriptionStep]
 
-    public init(layer: Int, head: Int, totalVariance: Double, descriptions: [DescriptionStep]) {
-        self.layer = layer; self.head = head; self.totalVariance = totalVariance; self.descriptions = descriptions
+    public init(layer: Int, head: Int, totalVariance: Double, rank: Int? = nil, descriptions: [DescriptionStep]) {
+        self.layer = layer; self.head = head; self.totalVariance = totalVariance; self.rank = rank
+        self.descriptions = descriptions
     }
 
-    enum CodingKeys: String, CodingKey { case layer, head, name, totalVariance, descriptions }
+    enum CodingKeys: String, CodingKey { case layer, head, name, totalVariance, rank, descriptions }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(layer, forKey: .layer)
         try c.encode(head, forKey: .head)
         try c.encode(name, forKey: .name)
         try c.encode(totalVariance, forKey: .totalVariance)
+        try c.encodeIfPresent(rank, forKey: .rank)
         try c.encode(descriptions, forKey: .descriptions)
     }
     public init(from decoder: Decoder) throws {
@@ -79,6 +84,7 @@ public struct HeadReport: Codable, Sendable, Equatable {
         layer = try c.decode(Int.self, forKey: .layer)
         head = try c.decode(Int.self, forKey: .head)
         totalVariance = try c.decode(Double.self, forKey: .totalVariance)
+        rank = try c.decodeIfPresent(Int.self, forKey: .rank)
         descriptions = try c.decode([DescriptionStep].self, forKey: .descriptions)
     }
 }

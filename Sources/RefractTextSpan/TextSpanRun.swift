@@ -8,7 +8,11 @@ import RefractTensor
 public struct TextSpanRunOptions: Sendable {
     public var heads: [HeadID] = []
     public var perHead: Int = 20
-    public var rank: Int = 80
+    /// Span rank. nil: the official code's 80, lowered to a head's own rank when that is smaller (a
+    /// head's contributions live in its value space, 64 dimensions for ViT-B/L); a number: exactly
+    /// that rank, an error when it exceeds a head's rank.
+    public var rank: Int? = nil
+    public static let defaultRank = 80
     /// Seed of the random text directions of the accuracy check's control.
     public var randomSeed: UInt64 = 0
     /// Memory for head contributions read at once.
@@ -54,10 +58,14 @@ public enum TextSpanRun {
         progress?(0, options.heads.count)
         try HeadContributions.forEachHead(reader, heads: options.heads, budgetBytes: options.budgetBytes) { id, c in
             let result: TextSpanResult
-            do { result = try TextSpan.run(contributions: c, texts: texts, steps: options.perHead, rank: options.rank) } catch {
+            let rank = min(options.rank ?? TextSpanRunOptions.defaultRank, d)
+            do {
+                result = try TextSpan.run(contributions: c, texts: texts, steps: options.perHead, rank: rank,
+                                          clampRank: options.rank == nil)
+            } catch {
                 throw TextSpanInputError(path: reader.run.path, message: "head \(id): \(error)")
             }
-            heads.append(HeadReport(layer: id.layer, head: id.head, totalVariance: result.totalVariance,
+            heads.append(HeadReport(layer: id.layer, head: id.head, totalVariance: result.totalVariance, rank: result.rank,
                                     descriptions: result.steps.enumerated().map { s, step in
                 DescriptionStep(step: s + 1, text: pool.texts[step.index], line: pool.lines[step.index],
                                 varianceExplained: step.varianceExplained, cumulative: step.cumulative)
@@ -66,7 +74,7 @@ public enum TextSpanRun {
                 accumulate(&deltaTextSpan!, result.reconstruct(c), minus: c)
                 let random = randomDirections(count: pool.count, width: d,
                                               seed: options.randomSeed &+ UInt64(id.layer * 1009 + id.head))
-                let control = try TextSpan.run(contributions: c, texts: random, steps: options.perHead, rank: options.rank)
+                let control = try TextSpan.run(contributions: c, texts: random, steps: options.perHead, rank: result.rank)
                 accumulate(&deltaRandom!, control.reconstruct(c), minus: c)
             }
             done += 1
@@ -76,7 +84,7 @@ public enum TextSpanRun {
         var report = TextSpanReport(run: reader.run.path, model: reader.manifest.model.id,
                                     weightsSHA256: reader.manifest.model.weightsSHA256,
                                     convention: reader.manifest.convention, images: n, pool: poolSummary,
-                                    perHead: options.perHead, rank: options.rank, heads: heads)
+                                    perHead: options.perHead, rank: options.rank ?? TextSpanRunOptions.defaultRank, heads: heads)
         if let accuracy {
             let firstLayer = options.heads.map(\.layer).min()!
             report.accuracy = try accuracyCheck(reader, inputs: accuracy, firstLayer: firstLayer,

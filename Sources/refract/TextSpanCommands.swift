@@ -48,7 +48,8 @@ struct TextSpanCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Layers whose every head is analysed: last:4 (default), 8-11, all, ...") var layers: String?
     @Option(name: .long, help: "Heads to analyse instead, as LAYER.HEAD: 11.3,10.7") var heads: String?
     @Option(name: .long, help: "Descriptions per head.") var perHead = 20
-    @Option(name: .long, help: "Rank of the span the descriptions are projected on (the official code's 80).") var rank = 80
+    @Option(name: .long, help: "Rank of the span the descriptions are projected on (default: the official code's 80, lowered to a head's own rank when smaller; a given rank above it is an error).")
+    var rank: Int?
     @Option(name: .long, help: "Class names for the accuracy check, one per line.") var classes: String?
     @Option(name: .long, help: "Templates with {} for the class name (default: \"a photo of a {}.\").") var templates: String?
     @Option(name: .long, help: "Precomputed text embeddings (.npy [lines, D'], one row per line of the pool).") var textEmbeddings: String?

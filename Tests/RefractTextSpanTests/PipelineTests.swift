@@ -185,7 +185,21 @@ final class PipelineTests: XCTestCase {
         let ablation = try MeanAblation.run(reader, classifier: inputs.classifier, classes: classes, classFile: "classes.txt")
         XCTAssertEqual(byId["baseline"]!.top1, ablation.studies[0].top1)
         XCTAssertEqual(byId["heads_raw"]!.top1, ablation.studies.first { $0.id == "attn_upto_0" }!.top1)
+        // Default rank: the official 80, lowered to each head's own rank (4 images: rank 4).
+        options.rank = nil
+        options.perHead = 3
+        let defaulted = try TextSpanRun.run(reader, pool: pool, poolSummary: pool.summary(truncated: 0), texts: texts,
+                                            options: options)
+        XCTAssertEqual(defaulted.rank, 80)
+        XCTAssertEqual(defaulted.heads.map(\.rank), [4, 4])
+        // An explicit rank above a head's rank is an error that says the head's rank.
+        options.rank = 10
+        XCTAssertThrowsError(try TextSpanRun.run(reader, pool: pool, poolSummary: pool.summary(truncated: 0), texts: texts,
+                                                 options: options)) {
+            XCTAssertTrue("\($0)".contains("rank 10 is larger than the rank of the contributions (4"), "\($0)")
+        }
         // Bad inputs.
+        options.rank = 4
         options.perHead = pool.count + 1
         XCTAssertThrowsError(try TextSpanRun.run(reader, pool: pool, poolSummary: pool.summary(truncated: 0), texts: texts,
                                                  options: options)) {
