@@ -2,7 +2,8 @@
 # Sets up the machine, builds Refract (release) and runs the main job offline on the example
 # checkpoint shipped with the tests: embed and classify the example images, decompose their
 # embeddings exactly into per-layer, per-head and per-token contributions (a run directory),
-# export the run as .npy files, and run the mean-ablation study.
+# export the run as .npy files, run the mean-ablation study, and label the last layer's heads
+# with text (TextSpan).
 # The example model has random weights (it exists to test parity), so its predictions are
 # arbitrary; point --model at a real checkpoint (e.g. openai/clip-vit-base-patch16 in your
 # Hugging Face cache) for meaningful ones.
@@ -29,11 +30,16 @@ mapfile -t classes < "$inputs/classes.txt"
     i=0
     for f in "$inputs"/*.png; do echo "$PWD/$f,${classes[$((i % ${#classes[@]}))]}"; i=$((i + 1)); done
 } > "$out/images.csv"
-rm -rf "$out/run" "$out/run-npy" "$out/ablation"
+rm -rf "$out/run" "$out/run-npy" "$out/ablation" "$out/textspan"
 "$bin" decompose --model "$model" --output "$out/run" --tokens last:1 "$out/images.csv"
 "$bin" export --run "$out/run" --format npy --output "$out/run-npy"
 "$bin" ablate --run "$out/run" --classes "$inputs/classes.txt" --templates "$inputs/templates.txt" --output "$out/ablation"
+# TextSpan with the example texts as the description pool (text embeddings cached under out/).
+REFRACT_CACHE_DIR="$out/cache" "$bin" textspan --run "$out/run" --descriptions "$inputs/texts.txt" \
+    --output "$out/textspan" --layers last:1 --per-head 3 --classes "$inputs/classes.txt"
+REFRACT_CACHE_DIR="$out/cache" "$bin" heads --run "$out/run" --text "a photo taken at night" --top 3
 echo
 echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy,"
 echo "  run/ (manifest.json + safetensors shards), run-npy/ (the run as .npy files),"
-echo "  ablation/ (ablation.json, ablation.csv, ablation.png)"
+echo "  ablation/ (ablation.json, ablation.csv, ablation.png),"
+echo "  textspan/ (textspan.json, textspan.md, textspan.html)"
