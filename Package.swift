@@ -66,7 +66,7 @@ let package = Package(
 
         .testTarget(name: "RefractTensorTests", dependencies: ["RefractTensor"]),
         .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint"]),
-        .testTarget(name: "RefractImageTests", dependencies: ["RefractImage"]),
+        .testTarget(name: "RefractImageTests", dependencies: ["RefractImage", "RefractTensor"]),
         .testTarget(name: "RefractTokenizerTests", dependencies: ["RefractTokenizer"]),
         .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP", "RefractTestSupport"]),
         .testTarget(name: "RefractStoreTests", dependencies: ["RefractStore"]),

@@ -16,15 +16,10 @@ public final class RandomWeights: TensorSource, @unchecked Sendable {
 
     public func take(_ key: String, shape: [Int]) throws -> Tensor {
         taken.append(key)
-        var state = seed ^ UInt64(truncatingIfNeeded: key.utf8.reduce(UInt64(1469598103934665603)) { ($0 ^ UInt64($1)) &* 1099511628211 })
-        func next() -> Float {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return Float(z >> 40) / Float(1 << 24) * 2 - 1
-        }
+        var rng = SplitMix64(seed: seed ^ UInt64(truncatingIfNeeded: key.utf8.reduce(UInt64(1469598103934665603)) {
+            ($0 ^ UInt64($1)) &* 1099511628211
+        }))
+        func next() -> Float { Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1 }
         let n = shape.reduce(1, *)
         let isNormWeight = shape.count == 1 && (key.contains("ln") || key.contains("norm")) && key.hasSuffix("weight")
         let fanIn = shape.count >= 2 ? shape.dropFirst().reduce(1, *) : 1

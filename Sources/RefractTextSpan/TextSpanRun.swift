@@ -100,19 +100,9 @@ public enum TextSpanRun {
 
     /// L2-normalised Gaussian directions [count, width], deterministic per seed.
     public static func randomDirections(count: Int, width: Int, seed: UInt64) -> Tensor {
-        var state = seed ^ 0x9E37_79B9_7F4A_7C15
-        func uniform() -> Double {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return (Double(z >> 11) + 0.5) / Double(1 << 53)
-        }
+        var rng = SplitMix64(seed: seed ^ 0x9E37_79B9_7F4A_7C15)
         var data = [Float](repeating: 0, count: count * width)
-        for i in 0..<data.count {
-            data[i] = Float((-2 * log(uniform())).squareRoot() * cos(2 * Double.pi * uniform()))
-        }
+        for i in 0..<data.count { data[i] = Float(rng.normal()) }
         return Ops.l2Normalized(Tensor(shape: [count, width], data: data))
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import RefractImage
+import RefractTensor
 
 final class BadFileTests: XCTestCase {
     /// Words the description must contain for each kind.
@@ -104,15 +105,6 @@ final class BadFileTests: XCTestCase {
     }
 }
 
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix64 {
     mutating func uniform(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import RefractImage
+import RefractTensor
 
 final class ResampleTests: XCTestCase {
     /// Plain `Image.resize` references: up, down, one axis, both filters: identical bytes.

@@ -3,14 +3,9 @@ import XCTest
 
 /// Deterministic pseudo-random numbers (SplitMix64) so failures reproduce.
 struct SeededRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var core: SplitMix64
+    init(state: UInt64) { core = SplitMix64(seed: state) }
+    mutating func next() -> UInt64 { core.next() }
     mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
         lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
     }

@@ -1,17 +1,11 @@
 import XCTest
 @testable import RefractTensor
 
-/// SplitMix64 uniforms in [−1, 1) (own copy so this file stands alone).
+/// SplitMix64 uniforms in [−1, 1).
 private struct LAPACKTestRandom {
-    var state: UInt64
-    mutating func next() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Double(z >> 11) / Double(1 << 52) - 1
-    }
+    var core: SplitMix64
+    init(state: UInt64) { core = SplitMix64(seed: state) }
+    mutating func next() -> Double { Double(core.next() >> 11) / Double(1 << 52) - 1 }
 }
 
 /// A symmetric n×n matrix Q·diag(values)·Qᵀ with a random orthogonal Q (Gram–Schmidt in double).

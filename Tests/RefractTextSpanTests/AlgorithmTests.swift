@@ -3,25 +3,12 @@ import RefractTensor
 @testable import RefractTextSpan
 
 /// SplitMix64 with Box–Muller normals, so failures reproduce.
-private struct Gaussian {
-    var state: UInt64
-    mutating func uniform() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return (Double(z >> 11) + 0.5) / Double(1 << 53)
-    }
-    mutating func normal() -> Double {
-        (-2 * log(uniform())).squareRoot() * cos(2 * Double.pi * uniform())
-    }
-}
+private typealias Gaussian = SplitMix64
 
 /// K×D' contributions with a decaying per-dimension scale (a spread-out spectrum, as heads have)
 /// and a non-zero mean, so that centred and uncentred statistics differ.
 private func contributions(_ k: Int, _ d: Int, seed: UInt64) -> Tensor {
-    var g = Gaussian(state: seed)
+    var g = Gaussian(seed: seed)
     let scale = (0..<d).map { 1 / (1 + Double($0) / 3) }
     let offset = (0..<d).map { _ in 0.5 * g.normal() }
     // A random rotation of the scaled axes (so no pool direction is special), via a random mixing.
@@ -40,7 +27,7 @@ private func contributions(_ k: Int, _ d: Int, seed: UInt64) -> Tensor {
 
 /// M×D' L2-normalised Gaussian rows.
 private func pool(_ m: Int, _ d: Int, seed: UInt64) -> Tensor {
-    var g = Gaussian(state: seed)
+    var g = Gaussian(seed: seed)
     return Ops.l2Normalized(Tensor(shape: [m, d], data: (0..<(m * d)).map { _ in Float(g.normal()) }))
 }
 
@@ -103,7 +90,7 @@ final class AlgorithmTests: XCTestCase {
         let r = pool(m, d, seed: 11)
         let planted = [17, 123, 5, 88]
         let sigma = [3.0, 2.0, 1.4, 1.0]
-        var g = Gaussian(state: 12)
+        var g = Gaussian(seed: 12)
         var data = [Float](repeating: 0, count: k * d)
         for i in 0..<k {
             let a = sigma.map { $0 * g.normal() }
