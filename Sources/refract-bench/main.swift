@@ -5,13 +5,17 @@
 //
 //   swift run -c release refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
 //                                      [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
+//                                      [--textspan-images N]
 //
 // Sections: peak (FMA loop), sgemm (ViT shapes), image (image towers), text (text tower),
 // decompose (ViT-B/16 `CLIPDecomposer` vs the plain tower, interleaved; official approach in
 // Python), memory (peak RSS of `refract decompose` over N images; only with --memory-images or
 // --only memory), textspan (`TextSpan.run` on one head vs NumPy on the same data, and a
-// ViT-L/14-sized head; only with --only textspan; TextSpanBench.swift). Default: every section
-// but memory and textspan. `--only decompose` takes a few minutes.
+// ViT-L/14-sized head; only with --only textspan; TextSpanBench.swift), textspan-run (`TextSpanRun.run`
+// on all 64 heads of a synthetic ViT-L/14-sized run of --textspan-images N images written to a
+// temporary directory, default 50000, about 4.9 GB; only with --only textspan-run;
+// TextSpanRunBench.swift). Default: every section but memory, textspan and textspan-run.
+// `--only decompose` takes a few minutes.
 // The issue's memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
 // `refract` product built next to refract-bench: `swift build -c release --product refract`).
 
@@ -25,6 +29,7 @@ import RefractTokenizer
 
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
+    case textspanRun = "textspan-run"
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -32,11 +37,13 @@ struct Arguments {
     static let usage = """
         usage: refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
                              [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
+                             [--textspan-images N]
           --only             comma-separated sections: \(Section.allCases.map(\.rawValue).joined(separator: ", "))
-                             (default: all but memory and textspan; --only decompose runs in a few minutes)
+                             (default: all but memory, textspan and textspan-run; --only decompose runs in a few minutes)
           --rounds N         minimum interleaved rounds per batch size in the decompose section
           --memory-images N  also run the memory section over N images (the issue's figure: 2000)
           --refract PATH     the refract binary for the memory section (default: next to refract-bench)
+          --textspan-images N  images of the textspan-run section's synthetic run (default 50000, ~4.9 GB on disk)
         """
 
     var quick = false
@@ -48,6 +55,7 @@ struct Arguments {
     var rounds: Int?
     var memoryImages: Int?
     var refract: String?
+    var textspanImages = TextSpanRunBench.defaultImages
 
     init(_ argv: [String]) throws {
         var it = argv.dropFirst().makeIterator()
@@ -75,6 +83,7 @@ struct Arguments {
             case "--rounds": rounds = try int(a)
             case "--memory-images": memoryImages = try int(a)
             case "--refract": refract = it.next()
+            case "--textspan-images": textspanImages = try int(a)
             case "-h", "--help":
                 print(Self.usage)
                 exit(0)
@@ -139,6 +148,7 @@ struct Results: Codable {
     var decompose: DecomposeResults?
     var memory: MemoryResults?
     var textspan: TextSpanBenchResults?
+    var textspanRun: TextSpanRunBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -300,6 +310,10 @@ func main() throws {
 
     if run.contains(.textspan) {
         r.textspan = try TextSpanBench.run(quick: args.quick, python: args.python, reference: args.reference, threads: threads)
+    }
+
+    if run.contains(.textspanRun) {
+        r.textspanRun = try TextSpanRunBench.run(images: args.textspanImages, quick: args.quick, threads: threads)
     }
 
     // Reference cases for the sections that ran, in one Python process.
