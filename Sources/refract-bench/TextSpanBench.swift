@@ -101,22 +101,7 @@ enum TextSpanBench {
 
     /// A Python with numpy: --python, REFRACT_BENCH_PYTHON, the repository's .venv, python3.
     static func findNumpyPython(_ explicit: String?) -> String? {
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let venv = repo.appendingPathComponent(".venv/bin/python").path
-        let candidates = [explicit, ProcessInfo.processInfo.environment["REFRACT_BENCH_PYTHON"],
-                          FileManager.default.isExecutableFile(atPath: venv) ? venv : nil, "python3"].compactMap { $0 }
-        for py in candidates {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = [py, "-c", "import numpy"]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            do { try p.run() } catch { continue }
-            p.waitUntilExit()
-            if p.terminationStatus == 0 { return py }
-        }
-        return nil
+        findPython(explicit, importing: "numpy", includeRepositoryVenv: true)
     }
 
     static func run(quick: Bool, python: String?, reference: Bool, threads: Int) throws -> TextSpanBenchResults {

@@ -197,12 +197,20 @@ func randomImages(_ n: Int, size: Int) -> [Tensor] {
 
 // MARK: Reference (open_clip)
 
-func findPython(_ explicit: String?) -> String? {
-    let candidates = [explicit, ProcessInfo.processInfo.environment["REFRACT_BENCH_PYTHON"], "python3"].compactMap { $0 }
+/// The first Python among --python, REFRACT_BENCH_PYTHON, (optionally) the repository's .venv
+/// and python3 that can import `modules`.
+func findPython(_ explicit: String?, importing modules: String = "torch, open_clip",
+                includeRepositoryVenv: Bool = false) -> String? {
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    let venv = repo.appendingPathComponent(".venv/bin/python").path
+    let candidates = [explicit, ProcessInfo.processInfo.environment["REFRACT_BENCH_PYTHON"],
+                      includeRepositoryVenv && FileManager.default.isExecutableFile(atPath: venv) ? venv : nil,
+                      "python3"].compactMap { $0 }
     for py in candidates {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [py, "-c", "import torch, open_clip"]
+        p.arguments = [py, "-c", "import \(modules)"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         do { try p.run() } catch { continue }
