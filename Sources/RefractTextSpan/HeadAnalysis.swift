@@ -98,11 +98,11 @@ public enum HeadRanking {
     /// Every head of the run ranked by the variance of its contributions along `text` [D'] (normalised
     /// here), highest first. One pass over the store.
     public static func byTextVariance(_ reader: StoreReader, text: [Float]) throws -> [HeadTextVariance] {
-        let (layers, h, d) = try dims(reader)
+        let (layers, h, d) = try HeadContributions.dims(reader)
         guard text.count == d else {
             throw TextSpanInputError(path: reader.run.path, message: "text direction of width \(text.count), the run's is \(d)")
         }
-        let t = Ops.l2Normalized(Tensor(shape: [d, 1], data: text).reshaped([1, d])).reshaped([d, 1])
+        let t = Ops.l2Normalized(Tensor(shape: [1, d], data: text)).reshaped([d, 1])             // [D', 1]
         let heads = layers * h
         var sum = [Double](repeating: 0, count: heads), sumSq = sum, norm2 = sum
         var mean = [Double](repeating: 0, count: heads * d)
@@ -132,6 +132,4 @@ public enum HeadRanking {
         }
         return out.sorted { ($0.variance, $1.layer, $1.head) > ($1.variance, $0.layer, $0.head) }
     }
-
-    static func dims(_ reader: StoreReader) throws -> (Int, Int, Int) { try HeadContributions.dims(reader) }
 }

@@ -111,7 +111,7 @@ public enum TextSpanRun {
     /// reconstructions from random directions.
     static func accuracyCheck(_ reader: StoreReader, inputs: AccuracyInputs, firstLayer: Int,
                               deltaTextSpan: [Float], deltaRandom: [Float], distinct: Int) throws -> AccuracyCheck {
-        let (layers, h, d) = try HeadContributions.dims(reader)
+        let (_, h, d) = try HeadContributions.dims(reader)
         let n = reader.rowCount
         guard inputs.classifier.shape == [d, inputs.classes.count] else {
             throw TextSpanInputError(path: inputs.classesFile, message: "classifier \(inputs.classifier.shape) for width \(d)")
@@ -148,7 +148,6 @@ public enum TextSpanRun {
                 }
             }
         }
-        _ = layers
         var earlyMean = [Double](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { earlyMean[j] += Double(early[r * d + j]) } }
         for j in 0..<d { earlyMean[j] /= Double(n) }
