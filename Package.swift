@@ -7,7 +7,8 @@ let package = Package(
     name: "Refract",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "Refract", targets: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan"]),
+        .library(name: "Refract", targets: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan",
+                                           "RefractSegment", "RefractRetrieve", "RefractSpurious"]),
         .executable(name: "refract", targets: ["refract"]),
         .executable(name: "refract-bench", targets: ["refract-bench"]),
     ],
@@ -51,15 +52,28 @@ let package = Package(
         .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractCheckpoint", "RefractStore", "RefractPlot"]),
         // TextSpan: greedy text descriptions of head contributions, description pools and text-embedding cache, reports.
         .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP"]),
+        // libhdf5 (Debian: libhdf5-dev, serial flavour), found with pkg-config.
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
+        // Reading HDF5 files (MATLAB v7.3 .mat): datasets, object references, cells.
+        .target(name: "RefractHDF5", dependencies: ["CHDF5"]),
+        // Token heatmaps, zero-shot segmentation and its metrics, segmentation datasets.
+        .target(name: "RefractSegment",
+                dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot"]),
+        // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
+        .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage"]),
+        // Spurious cues (Waterbirds): per-group accuracy under head ablations.
+        .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP"]),
         .executableTarget(
             name: "refract",
-            dependencies: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan",
+                           "RefractSegment", "RefractRetrieve", "RefractSpurious",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
         .target(name: "CRefractBench"),
         .executableTarget(name: "refract-bench",
                           dependencies: ["RefractCLIP", "RefractDecompose", "RefractTextSpan", "RefractCheckpoint", "RefractImage",
-                                         "CRefractBench"]),
+                                         "RefractSegment", "RefractRetrieve", "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
         .target(name: "RefractTestSupport", dependencies: ["RefractTensor"]),
@@ -73,6 +87,10 @@ let package = Package(
         .testTarget(name: "RefractPlotTests", dependencies: ["RefractPlot", "RefractImage"]),
         .testTarget(name: "RefractDecomposeTests", dependencies: ["RefractDecompose", "RefractTestSupport"]),
         .testTarget(name: "RefractTextSpanTests", dependencies: ["RefractTextSpan", "RefractTestSupport"]),
+        .testTarget(name: "RefractHDF5Tests", dependencies: ["RefractHDF5"]),
+        .testTarget(name: "RefractSegmentTests", dependencies: ["RefractSegment", "RefractTestSupport"]),
+        .testTarget(name: "RefractRetrieveTests", dependencies: ["RefractRetrieve", "RefractTestSupport"]),
+        .testTarget(name: "RefractSpuriousTests", dependencies: ["RefractSpurious", "RefractTestSupport"]),
         .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractStore", "refract"]),
     ]
 )

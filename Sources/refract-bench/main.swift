@@ -30,6 +30,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
+    case segment, retrieve
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -149,6 +150,8 @@ struct Results: Codable {
     var memory: MemoryResults?
     var textspan: TextSpanBenchResults?
     var textspanRun: TextSpanRunBenchResults?
+    var segment: SegmentBenchResults?
+    var retrieve: RetrieveBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -322,6 +325,14 @@ func main() throws {
 
     if run.contains(.textspanRun) {
         r.textspanRun = try TextSpanRunBench.run(images: args.textspanImages, quick: args.quick, threads: threads)
+    }
+
+    if run.contains(.segment) {
+        r.segment = try SegmentBench.run(quick: args.quick, threads: threads)
+    }
+
+    if run.contains(.retrieve) {
+        r.retrieve = try RetrieveBench.run(quick: args.quick, threads: threads)
     }
 
     // Reference cases for the sections that ran, in one Python process.

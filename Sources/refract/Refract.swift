@@ -13,7 +13,8 @@ struct Refract: AsyncParsableCommand {
         commandName: "refract",
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations.",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
-                      Ablate.self, TextSpanCommand.self, HeadsCommand.self, Env.self])
+                      Ablate.self, TextSpanCommand.self, HeadsCommand.self, HeatmapCommand.self, SegmentCommand.self,
+                      RetrieveCommand.self, SpuriousCommand.self, Env.self])
 }
 
 // MARK: Shared options

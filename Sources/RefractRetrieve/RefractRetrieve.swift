@@ -1,0 +1,1 @@
+// RefractRetrieve: skeleton; see the issue-5 work in progress.

@@ -1,0 +1,1 @@
+// RefractSegment: skeleton; see the issue-5 work in progress.

@@ -1,0 +1,1 @@
+// RefractSpurious: skeleton; see the issue-5 work in progress.

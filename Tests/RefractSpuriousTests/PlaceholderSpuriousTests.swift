@@ -1,0 +1,5 @@
+import RefractSpurious
+import XCTest
+
+// Placeholder to be replaced by the real tests of this target.
+final class PlaceholderSpuriousTests: XCTestCase {}
