@@ -1,1 +1,0 @@
-// RefractSegment: skeleton; see the issue-5 work in progress.

@@ -1,0 +1,64 @@
+// MARK: - Segmentation datasets: the interface shared by the dataset readers and the segmentation code
+//
+// (Interface fixed first; the readers are filled in by the dataset work.)
+
+import Foundation
+import RefractImage
+
+/// A binary mask, row-major [height, width]: 1 = foreground, 0 = background.
+public struct BinaryMask: Sendable, Equatable {
+    public let width: Int
+    public let height: Int
+    public var values: [UInt8]
+    public init(width: Int, height: Int, values: [UInt8]) {
+        precondition(values.count == width * height, "mask values \(values.count) != \(width)x\(height)")
+        self.width = width; self.height = height; self.values = values
+    }
+}
+
+/// One image with its ground-truth mask of the same size.
+public struct SegmentationSample: Sendable {
+    /// A stable name for reports and overlay files (file stem, or `gtsegs_ijcv.mat#17`).
+    public var name: String
+    public var image: RGBImage
+    public var mask: BinaryMask
+    public init(name: String, image: RGBImage, mask: BinaryMask) { self.name = name; self.image = image; self.mask = mask }
+}
+
+/// Random access to a segmentation dataset's samples.
+public protocol SegmentationDataset: Sendable {
+    /// What was opened (the path), for messages.
+    var source: String { get }
+    var count: Int { get }
+    func sample(at index: Int) throws -> SegmentationSample
+}
+
+/// A dataset file or folder that cannot be used: names the file and what is wrong.
+public struct SegmentationDataError: Error, CustomStringConvertible {
+    public var path: String
+    public var message: String
+    public init(path: String, message: String) { self.path = path; self.message = message }
+    public var description: String { "\(path): \(message)" }
+}
+
+/// How a mask is brought onto the model's input grid.
+public enum MaskAlignment: String, Sendable, CaseIterable, Codable {
+    /// The image's own transform (shortest-side resize, centre crop) with nearest-neighbour sampling.
+    case exact
+    /// The official code's: resize to the square input size with nearest neighbour, no crop.
+    case gandelsman2024
+}
+
+public enum SegmentationDatasets {
+    /// Opens `gtsegs_ijcv.mat` (ImageNet-Segmentation, MATLAB v7.3) or a folder of images with PNG masks.
+    public static func open(_ url: URL) throws -> any SegmentationDataset {
+        throw SegmentationDataError(path: url.path, message: "segmentation datasets: not built yet")
+    }
+}
+
+extension BinaryMask {
+    /// This mask on the `preprocessing.imageSize`² input grid of an image of the same size as the mask.
+    public func aligned(to preprocessing: ImagePreprocessing, alignment: MaskAlignment) -> BinaryMask {
+        preconditionFailure("mask alignment: not built yet")
+    }
+}
