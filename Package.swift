@@ -58,7 +58,8 @@ let package = Package(
         .target(name: "RefractHDF5", dependencies: ["CHDF5"]),
         // Token heatmaps, zero-shot segmentation and its metrics, segmentation datasets.
         .target(name: "RefractSegment",
-                dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot"]),
+                dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot"],
+                resources: [.copy("Resources")]),
         // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
         .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage"]),
         // Spurious cues (Waterbirds): per-group accuracy under head ablations.
