@@ -31,17 +31,25 @@ public final class CLIPDecomposer: Sendable {
     }
 
     /// `tokenLayers`: layers whose per-token contributions are kept (0-based, any order).
-    public init(tower: CLIPVisionTower, convention: DecompositionConvention = .faithful, tokenLayers: [Int] = []) throws {
+    /// `tokenSumHeads`: heads whose per-token terms are summed over heads and layers into
+    /// `attn_token_sum` [T, D'] (heatmaps, segmentation) without materialising `attn_tokens`.
+    public init(tower: CLIPVisionTower, convention: DecompositionConvention = .faithful, tokenLayers: [Int] = [],
+                tokenSumHeads: HeadSet? = nil) throws {
         let arch = tower.arch
         let layers = arch.vision.layers
         let sortedTokenLayers = Array(Set(tokenLayers)).sorted()
         if let bad = sortedTokenLayers.first(where: { $0 < 0 || $0 >= layers }) {
             throw Error(message: "token layer \(bad) does not exist: the model has layers 0...\(layers - 1)")
         }
+        if let set = tokenSumHeads, set.layers != layers || set.heads != arch.vision.heads {
+            throw Error(message: "head set for \(set.layers) layers x \(set.heads) heads, but the model has "
+                + "\(layers) x \(arch.vision.heads)")
+        }
         self.tower = tower
         self.convention = convention
         shape = DecompositionShape(layers: layers, heads: arch.vision.heads, tokens: arch.visionTokens,
-                                   width: arch.vision.width, outputWidth: arch.embedDim, tokenLayers: sortedTokenLayers)
+                                   width: arch.vision.width, outputWidth: arch.embedDim, tokenLayers: sortedTokenLayers,
+                                   tokenSumHeads: tokenSumHeads)
         let readout = try CompiledReadout(steps: [.token(0),
                                                   .layerNorm(weight: tower.lnPostWeight, bias: tower.lnPostBias, eps: arch.vision.layerNormEps),
                                                   .linear(weight: tower.projection, bias: nil)],
@@ -78,18 +86,28 @@ public final class CLIPDecomposer: Sendable {
         var mlp: [Float]            // [B, D]
     }
 
+    /// Per layer, the chosen heads of `shape.tokenSumHeads` (empty when none or not asked for).
+    private func tokenSumHeads(layer: Int) -> [Int] { shape.tokenSumHeads?.perLayer[layer] ?? [] }
+
     func decompose(_ images: [Tensor], parallelAttention: Bool) -> DecompositionBatch {
         let b = images.count
         let d = shape.width, h = shape.heads, t = shape.tokens, dh = d / h
         var records = [LayerRecord?](repeating: nil, count: shape.layers)
         let tokenLayers = Set(shape.tokenLayers)
+        // Σ over layers of the chosen heads' per-token terms, M-mapped, before the per-image frame.
+        var tokenSumMapped: Tensor? = shape.tokenSumHeads == nil ? nil : Tensor(zeros: [b * t, shape.outputWidth])  // [B·T, D']
         let (x0, final) = tower.residualStream(images, parallelAttention: parallelAttention) { layer, trace in
             let lastLayer = layer == self.shape.layers - 1
             let rows = (0..<b).map { lastLayer ? $0 : $0 * t }
-            let (classTerm, tokens) = Self.classQueryTerms(qkv: trace.qkv, images: b, tokens: t, heads: h,
-                                                           keepTokens: tokenLayers.contains(layer))
-            records[layer] = LayerRecord(heads: Ops.gatherRows(trace.heads, rows).data, classTerm: classTerm,
-                                         tokens: tokens, mlp: Ops.gatherRows(trace.mlp, rows).data)
+            let sumHeads = self.tokenSumHeads(layer: layer)
+            let terms = Self.classQueryTerms(qkv: trace.qkv, images: b, tokens: t, heads: h,
+                                             keepTokens: tokenLayers.contains(layer), sumHeads: sumHeads)
+            if let sum = terms.tokenSum {
+                // [B·T, D] (chosen heads' columns, others zero) · Woᵀ·M [D, D'] → [B·T, D'], accumulated.
+                Ops.addInPlace(&tokenSumMapped!, Ops.matmul(Tensor(shape: [b * t, d], data: sum), self.headMaps[layer]))
+            }
+            records[layer] = LayerRecord(heads: Ops.gatherRows(trace.heads, rows).data, classTerm: terms.classTerm,
+                                         tokens: terms.tokens, mlp: Ops.gatherRows(trace.mlp, rows).data)
         }
         let pre = Ops.gatherRows(x0, (0..<b).map { $0 * t })                          // [B, D]
         let embedding = tower.readout(final)                                           // [B, D']
@@ -117,17 +135,25 @@ public final class CLIPDecomposer: Sendable {
                 assembler.setTokens(layerSlot: li, layer: l, mapped, bias: biasMaps[l])
             }
         }
+        if let tokenSumMapped {
+            assembler.setTokenSums(tokenSumMapped, headsPerLayer: (0..<shape.layers).map { tokenSumHeads(layer: $0).count },
+                                   biases: biasMaps)
+        }
         return assembler.finish()
     }
 
     /// For the class-token query of every image and head: a[h, 0]·v_h[0] as [B, D] (head h at
-    /// h·dh), and with `keepTokens` every a[h, i]·v_h[i] as [B, H, T, dh].
-    static func classQueryTerms(qkv: Tensor, images: Int, tokens t: Int, heads: Int, keepTokens: Bool)
-        -> (classTerm: [Float], tokens: [Float]?) {
+    /// h·dh), with `keepTokens` every a[h, i]·v_h[i] as [B, H, T, dh], and with a non-empty
+    /// `sumHeads` the rows [B, T, D] holding a[h, i]·v_h[i] at h·dh for the heads in `sumHeads`
+    /// (zero for the others), ready for one product with the layer's Woᵀ·M.
+    static func classQueryTerms(qkv: Tensor, images: Int, tokens t: Int, heads: Int, keepTokens: Bool, sumHeads: [Int] = [])
+        -> (classTerm: [Float], tokens: [Float]?, tokenSum: [Float]?) {
         let d = qkv.shape[1] / 3, dh = d / heads, ld = 3 * d
         let scale = 1 / Float(dh).squareRoot()
-        var classTerm = [Float](repeating: 0, count: images * d)
-        var tokenTerms: [Float]? = keepTokens ? [Float](repeating: 0, count: images * heads * t * dh) : nil
+        let summed = Set(sumHeads)
+        var classTerm = [Float](repeating: 0, count: images * d)                                          // [B, D]
+        var tokenTerms: [Float]? = keepTokens ? [Float](repeating: 0, count: images * heads * t * dh) : nil  // [B, H, T, dh]
+        var tokenSum: [Float]? = summed.isEmpty ? nil : [Float](repeating: 0, count: images * t * d)        // [B, T, D]
         var probs = [Float](repeating: 0, count: t)
         qkv.data.withUnsafeBufferPointer { qp in
             for b in 0..<images {
@@ -149,10 +175,19 @@ public final class CLIPDecomposer: Sendable {
                             }
                         }
                     }
+                    if summed.contains(hh) {
+                        tokenSum!.withUnsafeMutableBufferPointer { sp in
+                            for i in 0..<t {
+                                let v = base + i * ld + 2 * d + hh * dh
+                                let dst = sp.baseAddress! + (b * t + i) * d + hh * dh
+                                for j in 0..<dh { dst[j] = probs[i] * v[j] }
+                            }
+                        }
+                    }
                 }
             }
         }
-        return (classTerm, tokenTerms)
+        return (classTerm, tokenTerms, tokenSum)
     }
 
     /// rows [B, H·dh] (head h at h·dh) → out [B, H, D'] with head h mapped by map rows h·dh ..< (h+1)·dh.

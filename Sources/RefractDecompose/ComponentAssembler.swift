@@ -124,6 +124,34 @@ struct ComponentAssembler {
         }
     }
 
+    /// Per-token sums over a head set: `mapped` [B·T, D'] is Σ over layers of the chosen heads'
+    /// M-mapped terms; `headsPerLayer[l]` chosen heads of layer l, whose out-projection bias mapped
+    /// is `biases[l]`. Each (token, head) term gets the same frame and share as in `setTokens`, so
+    /// the result equals Σ_{(l,h) ∈ S} attn_tokens[l, h, t].
+    mutating func setTokenSums(_ mapped: Tensor, headsPerLayer: [Int], biases: [[Float]]) {
+        let t = shape.tokens, dOut = shape.outputWidth, scales = scales
+        // Per image: Σ_l |S_l| · share_l [D'] (zero for faithful).
+        let shared = (0..<images).map { b -> [Float] in
+            var acc = [Float](repeating: 0, count: dOut)
+            for (l, n) in headsPerLayer.enumerated() where n > 0 {
+                let share = perTermShare(b, bias: biases[l])
+                for j in 0..<dOut { acc[j] += Float(n) * share[j] }
+            }
+            return acc
+        }
+        with(.attnTokenSum) { out in
+            mapped.data.withUnsafeBufferPointer { src in
+                for b in 0..<scales.count {
+                    let s = scales[b], add = shared[b]
+                    for i in 0..<t {
+                        let at = (b * t + i) * dOut
+                        for j in 0..<dOut { out[at + j] = src[at + j] * s + add[j] }
+                    }
+                }
+            }
+        }
+    }
+
     mutating func finish() -> DecompositionBatch {
         if convention == .faithful {
             tensors[.readoutBias] = Tensor(shape: [images, shape.outputWidth], data: constants.flatMap { $0 })

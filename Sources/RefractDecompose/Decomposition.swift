@@ -9,12 +9,14 @@
 //   attn        [B, L, H, D']    each head, summed over source tokens
 //   attn_cls    [B, L, H, D']    the part of each head that comes from the class token itself
 //   attn_tokens [B, L*, H, T, D'] each head split by source token, for the requested layers L*
+//   attn_token_sum [B, T, D']    per source token, the sum over a chosen head set of its terms
 //   attn_bias   [B, L, D']       faithful only: each layer's out-projection bias
 //   readout_bias [B, D']         faithful only: what the read-out adds (ln_post β·P for CLIP)
 //
 // faithful:        embedding   = pre + Σ mlp + Σ attn + Σ attn_bias + readout_bias
 // gandelsman2024:  embedding/‖·‖ = pre + Σ mlp + Σ attn
-// In both, attn[l, h] = Σ_t attn_tokens[l, h, t] and attn_cls[l, h] = attn_tokens[l, h, 0].
+// In both, attn[l, h] = Σ_t attn_tokens[l, h, t] and attn_cls[l, h] = attn_tokens[l, h, 0];
+// attn_token_sum[t] = Σ_{(l,h) ∈ S} attn_tokens[l, h, t] for the head set S.
 
 import Foundation
 import RefractTensor
@@ -26,6 +28,7 @@ public enum ComponentTensor: String, Sendable, CaseIterable, Codable {
     case attnTokens = "attn_tokens"
     case attnBias = "attn_bias"
     case readoutBias = "readout_bias"
+    case attnTokenSum = "attn_token_sum"
 
     public var name: String { rawValue }
 
@@ -40,6 +43,7 @@ public enum ComponentTensor: String, Sendable, CaseIterable, Codable {
         case .attnTokens: return "each head's output split by source token, for the selected layers"
         case .attnBias: return "each layer's attention out-projection bias, through the read-out"
         case .readoutBias: return "what the read-out adds itself (ln_post beta times the projection)"
+        case .attnTokenSum: return "per source token, the sum of a chosen head set's terms over heads and layers"
         }
     }
 }
@@ -55,6 +59,8 @@ public struct DecompositionShape: Sendable, Equatable, Codable {
     public var outputWidth: Int
     /// Layers whose per-token contributions are kept, ascending.
     public var tokenLayers: [Int]
+    /// Heads whose per-token terms are summed into `attn_token_sum` (nil: not computed).
+    public var tokenSumHeads: HeadSet? = nil
 
     /// Per-image shape of each tensor present under `convention`.
     public func tensorShapes(_ convention: DecompositionConvention) -> [(ComponentTensor, [Int])] {
@@ -63,11 +69,65 @@ public struct DecompositionShape: Sendable, Equatable, Codable {
             (.attn, [layers, heads, outputWidth]), (.attnClassToken, [layers, heads, outputWidth]),
         ]
         if !tokenLayers.isEmpty { out.append((.attnTokens, [tokenLayers.count, heads, tokens, outputWidth])) }
+        if tokenSumHeads != nil { out.append((.attnTokenSum, [tokens, outputWidth])) }
         if convention == .faithful {
             out.append((.attnBias, [layers, outputWidth]))
             out.append((.readoutBias, [outputWidth]))
         }
         return out
+    }
+}
+
+// MARK: - Head sets
+
+/// A set of attention heads of a model with `layers` × `heads` heads, e.g. the heads whose
+/// per-token terms are summed into `attn_token_sum`.
+public struct HeadSet: Sendable, Equatable, Codable {
+    public let layers: Int
+    public let heads: Int
+    /// Per layer (index = layer), the chosen heads in ascending order; empty when none.
+    public let perLayer: [[Int]]
+
+    /// Every head of every layer.
+    public static func all(layers: Int, heads: Int) -> HeadSet {
+        HeadSet(layers: layers, heads: heads, perLayer: Array(repeating: Array(0..<heads), count: layers))
+    }
+
+    /// Every head of the given layers.
+    public static func layers(_ chosen: [Int], layers: Int, heads: Int) throws -> HeadSet {
+        try HeadSet(layers: layers, heads: heads, members: chosen.flatMap { l in (0..<heads).map { (l, $0) } })
+    }
+
+    /// The given (layer, head) pairs (repeats ignored); fails on a head the model does not have
+    /// or an empty set.
+    public init(layers: Int, heads: Int, members: [(layer: Int, head: Int)]) throws {
+        var perLayer = [Set<Int>](repeating: [], count: layers)
+        for (l, h) in members {
+            guard l >= 0 && l < layers && h >= 0 && h < heads else {
+                throw SelectionError(message: "head \(l).\(h) does not exist: the model has layers 0...\(layers - 1) "
+                    + "with heads 0...\(heads - 1)")
+            }
+            perLayer[l].insert(h)
+        }
+        guard perLayer.contains(where: { !$0.isEmpty }) else { throw SelectionError(message: "the head set is empty") }
+        self.init(layers: layers, heads: heads, perLayer: perLayer.map { $0.sorted() })
+    }
+
+    private init(layers: Int, heads: Int, perLayer: [[Int]]) {
+        self.layers = layers; self.heads = heads; self.perLayer = perLayer
+    }
+
+    /// Number of heads in the set.
+    public var count: Int { perLayer.reduce(0) { $0 + $1.count } }
+
+    public func contains(layer: Int, head: Int) -> Bool {
+        layer >= 0 && layer < layers && perLayer[layer].contains(head)
+    }
+
+    /// `all`, or the members as `LAYER.HEAD` joined by commas.
+    public var description: String {
+        if count == layers * heads { return "all" }
+        return perLayer.enumerated().flatMap { l, hs in hs.map { "\(l).\($0)" } }.joined(separator: ",")
     }
 }
 
@@ -177,6 +237,17 @@ public struct ImageDecomposition: Sendable {
     }
 
     public var readoutBias: [Float]? { rows[.readoutBias] }
+
+    /// Per source token, the sum over `shape.tokenSumHeads` of its terms: [T·D'] row-major (token t
+    /// at t·D'), or nil when the decomposer was not asked for it.
+    public var tokenSums: [Float]? { rows[.attnTokenSum] }
+
+    /// Source token `token`'s summed term [D'] (0 = class token), or nil when not computed.
+    public func tokenSum(token: Int) -> [Float]? {
+        guard rows[.attnTokenSum] != nil else { return nil }
+        precondition(token >= 0 && token < shape.tokens, "token \(token) of \(shape.tokens)")
+        return slice(.attnTokenSum, token)
+    }
 
     /// A component by id (nil when not stored: per-token terms of other layers, faithful-only terms).
     public subscript(_ id: ComponentID) -> [Float]? {

@@ -1,5 +1,0 @@
-import RefractSegment
-import XCTest
-
-// Placeholder to be replaced by the real tests of this target.
-final class PlaceholderSegmentTests: XCTestCase {}
