@@ -1,1 +1,0 @@
-// RefractRetrieve: skeleton; see the issue-5 work in progress.
