@@ -99,8 +99,10 @@ public enum RetrievalOutput {
             case .success(let uri)?:
                 return "<img src=\"\(uri)\" alt=\"\(h(fileName(path)))\" title=\"\(h(path))\">"
             case .failure(let e)?:
-                return "<div class=\"placeholder\" title=\"\(h(path))\"><span>image not available</span>"
-                    + "<span class=\"mono\">\(h(path))</span><span class=\"why\">\(h(e.message))</span></div>"
+                // The decoder's message starts with the path, shown just above it.
+                let why = e.message.hasPrefix(path + ": ") ? String(e.message.dropFirst(path.count + 2)) : e.message
+                return "<div class=\"placeholder\" title=\"\(h(e.message))\"><span>image not available</span>"
+                    + "<span class=\"mono\">\(h(path))</span><span class=\"why\">\(h(why))</span></div>"
             case nil:
                 return "<div class=\"placeholder\" title=\"\(h(path))\"><span>no thumbnail</span>"
                     + "<span class=\"mono\">\(h(path))</span></div>"
@@ -243,7 +245,7 @@ public enum RetrievalOutput {
     figure.card img { display: block; margin: 0 auto; max-width: 100%; height: 160px; object-fit: contain;
       image-rendering: auto; }
     .placeholder { height: 160px; display: flex; flex-direction: column; justify-content: center; gap: 0.3rem;
-      padding: 0.5rem; text-align: center; background: var(--track); border-radius: 4px; color: var(--odd);
+      padding: 1.6rem 0.5rem 0.5rem; text-align: center; background: var(--track); border-radius: 4px; color: var(--odd);
       font-size: 0.8rem; overflow: hidden; }
     .placeholder .mono { color: var(--fg); font-size: 0.72rem; }
     .placeholder .why { color: var(--muted); font-size: 0.7rem; overflow-wrap: anywhere; }

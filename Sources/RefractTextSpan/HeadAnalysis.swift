@@ -1,8 +1,8 @@
 // MARK: - Heads of a run: reading their contributions, TextSpan over them, ranking by a text
 //
 // Head contributions are read from a run's `attn` tensor [N, L, H, D'] in groups of heads that fit
-// a memory budget, one shard at a time, so a run never has to fit in memory and all heads are never
-// held at once.
+// a memory budget, each group by one strided read that touches only its heads' bytes, so a run never
+// has to fit in memory and all heads are never held at once.
 
 import Foundation
 import RefractDecompose
@@ -48,34 +48,34 @@ public enum HeadContributions {
         return (l, h, d)
     }
 
-    /// Calls `body(head, contributions [N, D'])` for every head, reading the store once per group of
-    /// heads whose contributions fit in `budgetBytes`.
+    /// Calls `body(head, contributions [N, D'])` for every head, reading the heads in groups whose
+    /// contributions fit in `budgetBytes`; each group is one strided read of the store that touches
+    /// only the group's bytes (`StoreReader.slices`).
     public static func forEachHead(_ reader: StoreReader, heads: [HeadID], budgetBytes: Int = 1 << 30,
                                    _ body: (HeadID, Tensor) throws -> Void) throws {
-        let (layers, h, d) = try dims(reader)
+        let (_, _, d) = try dims(reader)
         let n = reader.rowCount
         let perHead = max(1, n * d * 4)
         let group = max(1, budgetBytes / perHead)
         var start = 0
         while start < heads.count {
             let chunk = Array(heads[start..<min(start + group, heads.count)])
-            var buffers = chunk.map { _ in [Float](repeating: 0, count: n * d) }
-            try reader.forEachShard(["attn"]) { rows, t in
-                let attn = t["attn"]!.data
-                for (k, id) in chunk.enumerated() {
-                    buffers[k].withUnsafeMutableBufferPointer { dst in
-                        attn.withUnsafeBufferPointer { src in
-                            for r in 0..<rows.count {
-                                let from = ((r * layers + id.layer) * h + id.head) * d
-                                (dst.baseAddress! + (rows.lowerBound + r) * d).update(from: src.baseAddress! + from, count: d)
+            let block = try reader.slices(of: "attn", indices: chunk.map { [$0.layer, $0.head] })      // [N, k, D']
+            if chunk.count == 1 {
+                try body(chunk[0], block.reshaped([n, d]))
+            } else {
+                let k = chunk.count
+                for (j, id) in chunk.enumerated() {
+                    var rows = [Float](repeating: 0, count: n * d)                                  // [N, D']
+                    rows.withUnsafeMutableBufferPointer { dst in
+                        block.data.withUnsafeBufferPointer { src in
+                            for r in 0..<n {
+                                (dst.baseAddress! + r * d).update(from: src.baseAddress! + (r * k + j) * d, count: d)
                             }
                         }
                     }
+                    try body(id, Tensor(shape: [n, d], data: rows))
                 }
-            }
-            for (k, id) in chunk.enumerated() {
-                try body(id, Tensor(shape: [n, d], data: buffers[k]))
-                buffers[k] = []
             }
             start += chunk.count
         }

@@ -159,6 +159,28 @@ final class RetrievalTests: XCTestCase {
     func testRowQueriesMatchBruteForceFloat32() throws { try checkRowQueries(.float32) }
     func testRowQueriesMatchBruteForceFloat16() throws { try checkRowQueries(.float16) }
 
+    /// `HeadContributions.forEachHead` reads its groups with strided reads: every group size gives the
+    /// full read's values.
+    func testHeadContributionsFromStridedReadsMatchFullRead() throws {
+        let reader = try syntheticRun(.float16)
+        let attn = try reader.tensor("attn")                                              // [22, 3, 4, 8]
+        let (n, l, h, d) = (attn.shape[0], attn.shape[1], attn.shape[2], attn.shape[3])
+        let heads = [HeadID(layer: 2, head: 1), HeadID(layer: 0, head: 0), HeadID(layer: 1, head: 3),
+                     HeadID(layer: 0, head: 3), HeadID(layer: 2, head: 2)]
+        for perGroup in [1, 2, 3, 5] {
+            var seen = [HeadID]()
+            try HeadContributions.forEachHead(reader, heads: heads, budgetBytes: perGroup * n * d * 4) { id, c in
+                seen.append(id)
+                XCTAssertEqual(c.shape, [n, d])
+                for r in 0..<n {
+                    let o = ((r * l + id.layer) * h + id.head) * d
+                    XCTAssertEqual(Array(c.data[(r * d)..<((r + 1) * d)]), Array(attn.data[o..<(o + d)]), "\(id) row \(r) group \(perGroup)")
+                }
+            }
+            XCTAssertEqual(seen, heads)
+        }
+    }
+
     func testTiesAreOrderedByRow() {
         let vectors = Tensor(shape: [5, 2], data: [1, 0, 0, 1, 2, 0, 1, 0, -1, 0])                  // [5, 2]
         let cos = Retrieval.rank(vectors, query: [1, 0], metric: .cosine, top: 5)
