@@ -1,7 +1,108 @@
-// refract spurious (skeleton).
+// refract spurious: parse, call RefractSpurious, print.
+
 import ArgumentParser
+import Foundation
+import RefractCLIP
+import RefractDecompose
+import RefractSpurious
+import RefractStore
+import RefractTensor
+import RefractTextSpan
 
 struct SpuriousCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "spurious", abstract: "Per-group accuracy under head ablations (in progress).")
-    func run() async throws { throw ValidationError("spurious: not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "spurious",
+        abstract: "Waterbirds: zero-shot accuracy per (bird, place) group with chosen heads mean-ablated, against the base model and random heads.",
+        discussion: """
+        Each run image is matched to a metadata.csv row (img_filename, y, split, place): its path is \
+        <metadata dir>/<img_filename>, or ends with /<img_filename>. Labels come from y (0: first class, \
+        1: second). Means are over the evaluated images. Heads: --ablate LAYER.HEAD,... or --ablate-by-text \
+        PROPERTY (the --top heads varying most along the property's text direction, or with --textspan \
+        those whose TextSpan descriptions match it best). --paper-ablations also mean-ablates every head \
+        of the layers before the last 4, pre and every MLP, as the official script does. \
+        Writes spurious.json and spurious.md into --output.
+        """)
+
+    @Option(name: .long, help: "Run directory (made by refract decompose).") var run: String
+    @Option(name: .long, help: "Waterbirds metadata.csv (img_filename, y, split, place).") var metadata: String
+    @Option(name: .long, help: "The two class names, for y = 0 then y = 1: landbird,waterbird, or a file with one per line.")
+    var classes: String
+    @Option(name: .long, help: "Templates with {} for the class name, one per line (default: \"a photo of a {}.\").") var templates: String?
+    @Option(name: .long, help: "Heads to ablate, as LAYER.HEAD: 11.3,10.7") var ablate: String?
+    @Option(name: .long, help: "Choose the heads by this property, e.g. \"location\".") var ablateByText: String?
+    @Option(name: .long, help: "How many heads --ablate-by-text chooses.") var top = 8
+    @Option(name: .long, help: "Rank heads by their descriptions in this TextSpan output (folder or textspan.json).") var textspan: String?
+    @Flag(name: .long, help: "Also ablate every head of the layers before the last 4, pre and every MLP (the official script).")
+    var paperAblations = false
+    @Option(name: .long, help: "Draws of random heads (as many as chosen); 0 for none.") var randomDraws = 10
+    @Option(name: .long, help: "Seed of the random draws.") var seed: UInt64 = 0
+    @Option(name: .long, help: "Evaluate only this split: train, val, test (or 0, 1, 2); default: every run image.") var split: String?
+    @Option(name: .long, help: "Output directory.") var output: String
+    @OptionGroup var textOptions: TextOptions
+
+    func validate() throws {
+        guard (ablate == nil) != (ablateByText == nil) else { throw ValidationError("give --ablate or --ablate-by-text (one of them)") }
+        if ablateByText == nil && textspan != nil { throw ValidationError("--textspan needs --ablate-by-text") }
+        if ablateByText?.trimmingCharacters(in: .whitespaces).isEmpty == true { throw ValidationError("--ablate-by-text is empty") }
+        guard top > 0 else { throw ValidationError("--top must be positive") }
+        guard randomDraws >= 0 else { throw ValidationError("--random-draws must not be negative") }
+    }
+
+    func run() async throws {
+        // Everything that needs no model first: the run, the metadata join, the classes, the heads.
+        let reader = try StoreReader(run: URL(fileURLWithPath: run))
+        let splitChoice = try split.map { try WaterbirdsSplit.parse($0) }
+        let meta = try WaterbirdsMetadata.load(URL(fileURLWithPath: metadata))
+        let evaluation = try meta.join(runPaths: reader.rowImages.map(\.path), runName: reader.run.path, split: splitChoice)
+        let (classNames, classSource) = try SpuriousClasses.parse(classes)
+        try SpuriousStudy.checkClasses(classNames, source: classSource)
+        let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
+            ?? ZeroShotClassifier.defaultTemplates
+        let dims = reader.manifest.dimensions
+        let nl = dims["layers"] ?? 0, nh = dims["heads"] ?? 0
+        let explicit = try ablate.map { try HeadID.parseList($0, layers: nl, heads: nh) }
+        let report = try textspan.map { try HeadSelection.loadTextSpanReport(URL(fileURLWithPath: $0)) }
+        if let (r, file) = report { try HeadSelection.requireSameModel(r, file: file.path, as: reader) }
+        var options = SpuriousOptions()
+        options.paperAblations = paperAblations
+        options.randomDraws = randomDraws
+        options.seed = seed
+        let candidateLayers: [Int]? = paperAblations ? Array(max(0, nl - options.paperKeptLayers)..<nl) : nil
+
+        let (clip, hash) = try await textOptions.load(reader)
+        let classifier = clip.zeroShotClassifier(classes: classNames, templates: templateList)
+        let choice: HeadChoice
+        if let explicit {
+            choice = try HeadSelection.explicit(explicit)
+        } else {
+            let property = ablateByText!.trimmingCharacters(in: .whitespaces)
+            let (p, _) = try TextEmbeddings.load(pool: DescriptionPool(texts: [property], name: "--ablate-by-text"), model: clip,
+                                                 weightsSHA256: hash, cache: textOptions.cache)
+            if let (r, file) = report {
+                let texts = HeadSelection.descriptions(of: r)
+                let (e, _) = try TextEmbeddings.load(pool: DescriptionPool(texts: texts, name: file.path), model: clip,
+                                                     weightsSHA256: hash, cache: textOptions.cache)
+                choice = try HeadSelection.byTextSpan(r, file: file.path, property: property, propertyEmbedding: p.data,
+                                                      descriptionEmbeddings: e, top: top, layers: candidateLayers,
+                                                      runLayers: nl, runHeads: nh)
+            } else {
+                choice = try HeadSelection.byTextVariance(reader, property: property, direction: p.data, top: top, layers: candidateLayers)
+            }
+        }
+        let result = try SpuriousStudy.run(reader, evaluation: evaluation, metadata: meta.path, classifier: classifier,
+                                           choice: choice, options: options)
+        try SpuriousRendering.write(result, to: URL(fileURLWithPath: output))
+
+        print("heads: " + choice.heads.map(\.name).joined(separator: ", "))
+        for s in result.settings {
+            print(s.id.padding(toLength: max(16, s.id.count), withPad: " ", startingAt: 0)
+                + String(format: " worst group %6.2f%% (%@)  average %6.2f%%", s.accuracy.worstGroupAccuracy, s.accuracy.worstGroup,
+                         s.accuracy.average))
+        }
+        if let r = result.random {
+            print(String(format: "random heads     worst group mean %6.2f%% max %6.2f%% (%d draws)", r.meanWorstGroup, r.maxWorstGroup,
+                         r.draws.count))
+        }
+        FileHandle.standardError.write(Data("wrote \(output)/spurious.json, spurious.md\n".utf8))
+    }
 }

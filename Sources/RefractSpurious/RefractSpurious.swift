@@ -1,1 +1,0 @@
-// RefractSpurious: skeleton; see the issue-5 work in progress.

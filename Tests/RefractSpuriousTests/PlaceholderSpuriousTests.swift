@@ -1,5 +1,0 @@
-import RefractSpurious
-import XCTest
-
-// Placeholder to be replaced by the real tests of this target.
-final class PlaceholderSpuriousTests: XCTestCase {}
