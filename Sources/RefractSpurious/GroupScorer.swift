@@ -162,7 +162,8 @@ public struct AccuracySummary: Codable, Sendable, Equatable {
 
     /// Per-group accuracy of `predictions` against `evaluation`'s y (class index) and place.
     public init(predictions: [Int], evaluation: EvaluationSet, classes: [String]) {
-        precondition(predictions.count == evaluation.count && classes.count == 2)
+        precondition(predictions.count == evaluation.count && evaluation.count > 0 && classes.count == 2,
+                     "one prediction per evaluated image, at least one image, two classes")
         let names = Self.groupNames(classes: classes)
         var images = [Int](repeating: 0, count: 4), correct = images
         for (e, g) in evaluation.groups.enumerated() {
