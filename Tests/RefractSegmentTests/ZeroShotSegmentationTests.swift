@@ -182,6 +182,16 @@ final class ZeroShotSegmentationTests: XCTestCase {
                        try String(contentsOf: reference.appendingPathComponent("per_image.csv"), encoding: .utf8))
     }
 
+    func testBundledImageNetLists() throws {
+        let classes = try SegmentText.imagenetClasses(), templates = try SegmentText.imagenetTemplates()
+        XCTAssertEqual(classes.count, 1000)
+        XCTAssertEqual(classes.first, "tench")
+        XCTAssertEqual(classes.last, "toilet paper")
+        XCTAssertEqual(templates.count, 80)
+        XCTAssertEqual(templates.first, "a bad photo of a {}.")
+        XCTAssertTrue(templates.allSatisfy { $0.components(separatedBy: "{}").count == 2 })
+    }
+
     func testHeatmapFigureAndPicture() throws {
         let model = try loadModel("openclip-tiny")
         let image = try ImageDecoder.decode(contentsOf: fixtureRoot.appendingPathComponent("models/inputs/img2_64x64.png"))
