@@ -93,8 +93,9 @@ public struct ImageDataset: Sendable, Equatable {
     }
 
     /// RFC 4180 fields (quotes, doubled quotes, separators and newlines inside quotes; CRLF or LF),
-    /// with the 1-based line each record starts on. Blank lines are skipped.
-    static func parseDelimited(_ text: String, separator: Character, file: String) throws -> [(line: Int, fields: [String])] {
+    /// with the 1-based line each record starts on. Blank lines are skipped; a leading byte-order
+    /// mark is dropped. Also used for other CSV inputs (Waterbirds' metadata.csv).
+    public static func parseDelimited(_ text: String, separator: Character, file: String) throws -> [(line: Int, fields: [String])] {
         var records = [(line: Int, fields: [String])]()
         var fields = [String](), field = "", inQuotes = false, quotedField = false
         var line = 1, recordLine = 1

@@ -12,6 +12,7 @@
 // row are an error. Metadata rows that are not in the run are ignored and counted.
 
 import Foundation
+import RefractDecompose
 
 // MARK: Errors
 
@@ -79,7 +80,10 @@ public struct WaterbirdsMetadata: Sendable {
         guard let text = String(data: data, encoding: .utf8) else {
             throw SpuriousError(path: file, message: "not UTF-8 text")
         }
-        let records = try CSV.parse(text, file: file)
+        let records: [(line: Int, fields: [String])]
+        do { records = try ImageDataset.parseDelimited(text, separator: ",", file: file) } catch let e as DatasetError {
+            throw SpuriousError(path: e.path, message: e.message)
+        }
         guard let header = records.first?.fields.map({ $0.trimmingCharacters(in: .whitespaces) }) else {
             throw SpuriousError(path: file, message: "empty file: expected a header with \(requiredColumns.joined(separator: ", "))")
         }
@@ -213,49 +217,4 @@ public struct EvaluationSet: Sendable, Equatable {
     /// Group index of each evaluated image: 2·y + place (landbird on land, landbird on water,
     /// waterbird on land, waterbird on water).
     public var groups: [Int] { zip(y, place).map { 2 * $0 + $1 } }
-}
-
-// MARK: CSV
-
-enum CSV {
-    /// RFC 4180 records (quotes, doubled quotes, separators and newlines inside quotes; LF or
-    /// CRLF; a leading byte-order mark dropped), each with the 1-based line it starts on. Blank
-    /// lines are skipped.
-    static func parse(_ text: String, file: String) throws -> [(line: Int, fields: [String])] {
-        var records = [(line: Int, fields: [String])]()
-        var fields = [String](), field = "", inQuotes = false, quoted = false
-        var line = 1, start = 1
-        var scalars = Array(text.unicodeScalars)
-        if scalars.first == "\u{FEFF}" { scalars.removeFirst() }
-        func endRecord() {
-            fields.append(field)
-            if !(fields.count == 1 && fields[0].isEmpty && !quoted) { records.append((start, fields)) }
-            fields = []; field = ""; quoted = false
-        }
-        var i = 0
-        while i < scalars.count {
-            let c = scalars[i]
-            if inQuotes {
-                if c == "\"" {
-                    if i + 1 < scalars.count && scalars[i + 1] == "\"" { field.unicodeScalars.append("\""); i += 1 } else { inQuotes = false }
-                } else {
-                    if c == "\n" { line += 1 }
-                    field.unicodeScalars.append(c)
-                }
-            } else if c == "\"" && field.isEmpty {
-                inQuotes = true; quoted = true
-            } else if c == "," {
-                fields.append(field); field = ""
-            } else if c == "\n" || c == "\r" {
-                if c == "\r" && i + 1 < scalars.count && scalars[i + 1] == "\n" { i += 1 }
-                endRecord(); line += 1; start = line
-            } else {
-                field.unicodeScalars.append(c)
-            }
-            i += 1
-        }
-        if inQuotes { throw SpuriousError(path: "\(file):\(start)", message: "unterminated quoted field") }
-        if !field.isEmpty || !fields.isEmpty || quoted { endRecord() }
-        return records
-    }
 }
