@@ -13,11 +13,12 @@ import Darwin
 // A decomposition run's `attn` tensor is [N, L, H, D'] over all shards; a ViT-B run of 50,000 images
 // is about 15 GB in float32. Questions about a few heads (retrieval, one head's contributions) need
 // only the (l, h) slices of each row: 2·D' values out of L·H·D'. These reads touch only those bytes:
-// each shard is memory-mapped (through `SafetensorsFile`, with the same header checks as every other
-// read), told that access is random (so the kernel does not read ahead the rest of every row), and
-// the chosen slices of each row are copied (float32) or widened (float16) into the result, rows in
-// parallel. A slice is named by a prefix of the per-image index: `[l, h]` in `attn` [L, H, D'] is
-// the D' values of head h of layer l.
+// every shard's header is checked as for any other read, then each chosen slice of each row is read
+// with one `pread` at its offset (the page cache serves it when the file is cached; the kernel reads
+// just those pages when it is not) and widened to float32. Reads run on `ioWorkers` threads (more
+// than the cores, so that a run that is not in the page cache has many reads in flight). A slice is
+// named by a prefix of the per-image index: `[l, h]` in `attn` [L, H, D'] is the D' values of head h
+// of layer l.
 
 extension StoreReader {
     /// The slices `indices` of tensor `name` for rows `rows` (all rows when nil), as float32
@@ -27,9 +28,9 @@ extension StoreReader {
     /// `spec.shape[p...]`. Only the bytes of the chosen slices are read.
     public func slices(of name: String, indices: [[Int]], rows: Range<Int>? = nil) throws -> Tensor {
         let plan = try slicePlan(name, indices: indices, rows: rows)
-        let k = indices.count, dtype = plan.dtype
-        let out = try gather(plan, perRow: k * plan.width) { dst, row, slice, width, raw, element in
-            convertElements(raw, dtype: dtype, start: element, count: width, into: dst + (row * k + slice) * width)
+        let k = indices.count, width = plan.width
+        let out = try gather(plan, perRow: k * width) { dst, row, slice, values in
+            (dst + (row * k + slice) * width).update(from: values, count: width)
         }
         return Tensor(shape: [plan.rows.count, k] + plan.trailing, data: out)            // [n, k, trailing...]
     }
@@ -39,17 +40,13 @@ extension StoreReader {
     /// exactly from the stored type first (so a slice listed twice counts twice).
     public func summedSlices(of name: String, indices: [[Int]], rows: Range<Int>? = nil) throws -> Tensor {
         let plan = try slicePlan(name, indices: indices, rows: rows)
-        let dtype = plan.dtype
-        let out = try gather(plan, perRow: plan.width) { dst, row, slice, width, raw, element in
+        let width = plan.width
+        let out = try gather(plan, perRow: width) { dst, row, slice, values in
             let target = dst + row * width
             if slice == 0 {
-                convertElements(raw, dtype: dtype, start: element, count: width, into: target)
-                return
-            }
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: width) { tmp in
-                let t = tmp.baseAddress!
-                convertElements(raw, dtype: dtype, start: element, count: width, into: t)
-                for j in 0..<width { target[j] += t[j] }
+                target.update(from: values, count: width)
+            } else {
+                for j in 0..<width { target[j] += values[j] }
             }
         }
         return Tensor(shape: [plan.rows.count] + plan.trailing, data: out)                 // [n, trailing...]
@@ -111,64 +108,136 @@ extension StoreReader {
 
     // MARK: Gather
 
-    /// Runs `body(dst, row, slice, width, raw, element)` for every requested row (0-based within the
-    /// result) and slice, in slice order, where `raw` is the mapped tensor of the row's shard and
-    /// `element` the slice's first element in it. Rows are split over the cores; `body` writes only
-    /// its row's `perRow` elements of `dst`. Returns the result buffer (`rows · perRow` elements).
+    /// Threads reading slices at once: enough to keep a disk busy when the run is not cached.
+    static var ioWorkers: Int { max(16, ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// One shard of a gather: an open descriptor and where the tensor's data starts in the file.
+    private struct ShardSource: Sendable {
+        var fd: Int32
+        var path: String
+        var dataOffset: Int
+        /// Rows of the shard (all of them) and the requested rows within the shard's range.
+        var shardRange: Range<Int>
+        var lo: Int
+        var hi: Int
+    }
+
+    /// Reads every requested row's slices, in slice order, and calls `body(dst, row, slice, values)`
+    /// with the slice widened to float32 (`values`, `width` elements; `row` 0-based within the result).
+    /// `body` writes only its row's `perRow` elements of `dst`. Returns the result (`rows · perRow`).
     private func gather(_ plan: SlicePlan, perRow: Int,
-                        _ body: @escaping @Sendable (UnsafeMutablePointer<Float>, Int, Int, Int, UnsafeRawBufferPointer, Int) -> Void)
+                        _ body: @escaping @Sendable (UnsafeMutablePointer<Float>, Int, Int, UnsafePointer<Float>) -> Void)
         throws -> [Float] {
-        let n = plan.rows.count, k = plan.offsets.count, width = plan.width
+        let n = plan.rows.count, width = plan.width
+        let elementBytes = plan.dtype.byteSize, sliceBytes = width * elementBytes
         var out = [Float](repeating: 0, count: n * perRow)
-        let elementBytes = plan.dtype.byteSize
+
+        // Open the shards the rows need; headers checked against the manifest.
+        var sources = [ShardSource]()
+        defer { for s in sources { close(s.fd) } }
         for (i, shardRange) in shardRows.enumerated() {
             let lo = max(plan.rows.lowerBound, shardRange.lowerBound), hi = min(plan.rows.upperBound, shardRange.upperBound)
             guard lo < hi else { continue }
             let file = try checkShardHeader(manifest: manifest, run: run, index: i).file
             let path = file.path
-            try file.withRawBytes(plan.name) { raw in
-                guard raw.count == shardRange.count * plan.rowWidth * elementBytes else {
-                    throw StoreError(.invalidShard, path: path, "tensor '\(plan.name)' changed on disk while reading")
-                }
-                adviseRandomAccess(raw, fraction: Double(k * width) / Double(max(plan.rowWidth, 1)))
-                let source = UnsafeRawBufferPointerBox(raw)
-                out.withUnsafeMutableBufferPointer { buffer in
-                    let dst = SendablePointer(buffer.baseAddress!)
-                    let count = hi - lo
-                    // Chunks of rows: enough for every core, not so small that dispatch dominates.
-                    let chunks = min(count, max(1, ProcessInfo.processInfo.activeProcessorCount * 4))
-                    let per = (count + chunks - 1) / chunks
-                    Parallel.forEach(chunks) { c in
-                        let first = c * per, last = min(count, first + per)
-                        guard first < last else { return }
-                        for r in first..<last {
-                            let shardRow = lo - shardRange.lowerBound + r
-                            let resultRow = lo - plan.rows.lowerBound + r
-                            for (s, offset) in plan.offsets.enumerated() {
-                                body(dst.pointer, resultRow, s, width, source.buffer, shardRow * plan.rowWidth + offset)
+            guard let info = file.tensors[plan.name], info.dataOffsets.count == shardRange.count * plan.rowWidth * elementBytes else {
+                throw StoreError(.invalidShard, path: path, "tensor '\(plan.name)' changed on disk while reading")
+            }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw StoreError(.io, path: path, "cannot open: \(String(cString: strerror(errno)))") }
+            sources.append(ShardSource(fd: fd, path: path, dataOffset: 0, shardRange: shardRange, lo: lo, hi: hi))
+            // The data section starts after the 8-byte header length and the header; the file must be
+            // the one just checked (same size).
+            var st = stat()
+            var length: UInt64 = 0
+            let got = withUnsafeMutableBytes(of: &length) { pread(fd, $0.baseAddress, 8, 0) }
+            guard fstat(fd, &st) == 0, Int(st.st_size) == file.fileSize, got == 8 else {
+                throw StoreError(.invalidShard, path: path, "changed on disk while reading")
+            }
+            sources[sources.count - 1].dataOffset = 8 + Int(UInt64(littleEndian: length)) + info.dataOffsets.lowerBound
+        }
+        guard !sources.isEmpty else { return out }
+
+        // Work items: chunks of rows of one shard.
+        let rowsPerItem = 64
+        var items = [(source: Int, rows: Range<Int>)]()
+        for (k, s) in sources.enumerated() {
+            var r = s.lo
+            while r < s.hi { items.append((k, r..<min(s.hi, r + rowsPerItem))); r += rowsPerItem }
+        }
+        let queue = WorkQueue(count: items.count)
+        let workers = min(Self.ioWorkers, items.count)
+        let dtype = plan.dtype, offsets = plan.offsets, rowWidth = plan.rowWidth, firstRow = plan.rows.lowerBound
+        let sourceList = sources, itemList = items
+        out.withUnsafeMutableBufferPointer { buffer in
+            let dst = SendablePointer(buffer.baseAddress!)
+            runThreads(workers) {
+                let staging = UnsafeMutableRawPointer.allocate(byteCount: max(sliceBytes, 4), alignment: 16)
+                let values = UnsafeMutablePointer<Float>.allocate(capacity: width)
+                defer { staging.deallocate(); values.deallocate() }
+                while let i = queue.next() {
+                    let item = itemList[i], s = sourceList[item.source]
+                    for r in item.rows {
+                        let rowStart = s.dataOffset + ((r - s.shardRange.lowerBound) * rowWidth) * elementBytes
+                        for (j, offset) in offsets.enumerated() {
+                            let at = rowStart + offset * elementBytes
+                            var done = 0
+                            while done < sliceBytes {
+                                let got = pread(s.fd, staging + done, sliceBytes - done, off_t(at + done))
+                                if got > 0 { done += got; continue }
+                                if got < 0 && errno == EINTR { continue }
+                                queue.fail(StoreError(got < 0 ? .io : .invalidShard, path: s.path, got < 0
+                                    ? "cannot read \(sliceBytes) bytes at offset \(at): \(String(cString: strerror(errno)))"
+                                    : "ends before offset \(at + sliceBytes); it changed on disk while reading"))
+                                return
                             }
+                            let raw = UnsafeRawBufferPointer(start: staging, count: sliceBytes)
+                            convertElements(raw, dtype: dtype, start: 0, count: width, into: values)
+                            body(dst.pointer, r - firstRow, j, values)
                         }
                     }
                 }
             }
         }
+        if let error = queue.error { throw error }
         return out
-    }
-
-    /// Tells the kernel that a sparse read of a mapped tensor is coming, so that a page fault does not
-    /// read ahead the (unwanted) rest of the row; skipped when most of each row is wanted anyway.
-    private func adviseRandomAccess(_ raw: UnsafeRawBufferPointer, fraction: Double) {
-        guard fraction < 0.5, let base = raw.baseAddress, raw.count > 0 else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = Int(bitPattern: base) / page * page
-        let end = Int(bitPattern: base) + raw.count
-        guard let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(p, end - start, Int32(MADV_RANDOM))
     }
 }
 
-/// A read-only mapped buffer that may cross into `concurrentPerform` (nothing writes to it).
-private struct UnsafeRawBufferPointerBox: @unchecked Sendable {
-    let buffer: UnsafeRawBufferPointer
-    init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+/// Hands out work item indices to threads; the first failure stops the rest.
+private final class WorkQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var nextIndex = 0
+    private let count: Int
+    private(set) var error: StoreError?
+    init(count: Int) { self.count = count }
+
+    func next() -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard error == nil, nextIndex < count else { return nil }
+        nextIndex += 1
+        return nextIndex - 1
+    }
+
+    func fail(_ e: StoreError) {
+        lock.lock(); defer { lock.unlock() }
+        if error == nil { error = e }
+    }
+}
+
+/// Runs `body` on `count` new threads and waits for all of them. Unlike `concurrentPerform`, the
+/// threads are not limited to the cores, so blocking reads overlap.
+private func runThreads(_ count: Int, _ body: @escaping @Sendable () -> Void) {
+    if count <= 1 { body(); return }
+    let group = DispatchGroup()
+    for _ in 0..<count {
+        group.enter()
+        let thread = Thread {
+            body()
+            group.leave()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    group.wait()
 }
