@@ -1,6 +1,8 @@
 // MARK: - Segmentation datasets: the interface shared by the dataset readers and the segmentation code
 //
-// (Interface fixed first; the readers are filled in by the dataset work.)
+// Readers: `ImageNetSegmentationMat` (gtsegs_ijcv.mat, SegmentationDataMat.swift) and
+// `SegmentationFolder` (images/ + masks/, SegmentationDataFolder.swift). Mask alignment onto the
+// model's input grid: SegmentationDataAlignment.swift. Formats and choices: docs/Datasets.md.
 
 import Foundation
 import RefractImage
@@ -51,14 +53,17 @@ public enum MaskAlignment: String, Sendable, CaseIterable, Codable {
 
 public enum SegmentationDatasets {
     /// Opens `gtsegs_ijcv.mat` (ImageNet-Segmentation, MATLAB v7.3) or a folder of images with PNG masks.
+    ///
+    /// A directory is read as a `SegmentationFolder` (`images/` + `masks/`); a file ending in
+    /// `.mat` (any case) as an `ImageNetSegmentationMat`. Anything else is refused.
     public static func open(_ url: URL) throws -> any SegmentationDataset {
-        throw SegmentationDataError(path: url.path, message: "segmentation datasets: not built yet")
-    }
-}
-
-extension BinaryMask {
-    /// This mask on the `preprocessing.imageSize`² input grid of an image of the same size as the mask.
-    public func aligned(to preprocessing: ImagePreprocessing, alignment: MaskAlignment) -> BinaryMask {
-        preconditionFailure("mask alignment: not built yet")
+        let path = url.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw SegmentationDataError(path: path, message: "no such file or directory (expected gtsegs_ijcv.mat or a folder with images/ and masks/)")
+        }
+        if isDirectory.boolValue { return try SegmentationFolder(directory: url) }
+        if url.pathExtension.lowercased() == "mat" { return try ImageNetSegmentationMat(url: url) }
+        throw SegmentationDataError(path: path, message: "not a segmentation dataset: expected a .mat file (ImageNet-Segmentation gtsegs_ijcv.mat, MATLAB v7.3) or a folder with images/ and masks/")
     }
 }
