@@ -249,9 +249,11 @@ public enum Retrieval {
                             excluding: Int? = nil) -> [(row: Int, score: Double, norm: Double)] {
         precondition(vectors.shape.count == 2 && vectors.shape[1] == query.count, "vectors \(vectors.shape) vs query \(query.count)")
         let n = vectors.shape[0], d = query.count
+        guard n > 0, d > 0 else { return [] }
         var dots = [Double](repeating: 0, count: n), norms = [Double](repeating: 0, count: n)
+        let queryDouble = query.map(Double.init)
         vectors.data.withUnsafeBufferPointer { vp in
-            query.withUnsafeBufferPointer { qp in
+            queryDouble.withUnsafeBufferPointer { qp in
                 dots.withUnsafeMutableBufferPointer { dp in
                     norms.withUnsafeMutableBufferPointer { np in
                         let v = SendablePointer(vp.baseAddress!), q = SendablePointer(qp.baseAddress!)
@@ -262,15 +264,25 @@ public enum Retrieval {
                             let lo = c * per, hi = min(n, lo + per)
                             guard lo < hi else { return }
                             for i in lo..<hi {
+                                // Four independent double accumulators for each sum (no loop-carried latency).
                                 let row = v.pointer + i * d
-                                var s = 0.0, s2 = 0.0
-                                for j in 0..<d {
-                                    let x = Double(row[j])
-                                    s += x * Double(q.pointer[j])
-                                    s2 += x * x
+                                var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, n0 = 0.0, n1 = 0.0, n2 = 0.0, n3 = 0.0
+                                var j = 0
+                                while j + 4 <= d {
+                                    let x0 = Double(row[j]), x1 = Double(row[j + 1]), x2 = Double(row[j + 2]), x3 = Double(row[j + 3])
+                                    s0 += x0 * q.pointer[j]; s1 += x1 * q.pointer[j + 1]
+                                    s2 += x2 * q.pointer[j + 2]; s3 += x3 * q.pointer[j + 3]
+                                    n0 += x0 * x0; n1 += x1 * x1; n2 += x2 * x2; n3 += x3 * x3
+                                    j += 4
                                 }
+                                while j < d {
+                                    let x = Double(row[j])
+                                    s0 += x * q.pointer[j]; n0 += x * x
+                                    j += 1
+                                }
+                                let s = (s0 + s1) + (s2 + s3), s2sum = (n0 + n1) + (n2 + n3)
                                 outDot.pointer[i] = s
-                                outNorm.pointer[i] = s2.squareRoot()
+                                outNorm.pointer[i] = s2sum.squareRoot()
                             }
                         }
                     }

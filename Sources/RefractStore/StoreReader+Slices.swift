@@ -111,6 +111,41 @@ extension StoreReader {
     /// Threads reading slices at once: enough to keep a disk busy when the run is not cached.
     static var ioWorkers: Int { max(16, ProcessInfo.processInfo.activeProcessorCount) }
 
+    /// Largest gap (bytes) between two slices of a row that are still read with one `pread`: copying
+    /// a few kilobytes more costs less than another system call (and, from disk, is the same read).
+    static let mergeGapBytes = 16 << 10
+
+    /// A byte range of one row read with one `pread` (in elements from the row's start), and where it
+    /// goes in the staging buffer (bytes).
+    struct ReadRun: Sendable {
+        var start: Int
+        var count: Int
+        var staging: Int
+    }
+
+    /// The runs that cover a row's slices (slices sorted by offset, neighbours closer than
+    /// `mergeGapBytes` merged), each slice's byte offset in the staging buffer, and the buffer's size.
+    static func readRuns(_ plan: SlicePlan, elementBytes: Int) -> (runs: [ReadRun], slices: [Int], bytes: Int) {
+        let order = plan.offsets.indices.sorted { plan.offsets[$0] < plan.offsets[$1] }
+        var runs = [ReadRun]()
+        var sliceAt = [Int](repeating: 0, count: plan.offsets.count)
+        var staging = 0
+        for j in order {
+            let o = plan.offsets[j]
+            if var last = runs.last, (o - (last.start + last.count)) * elementBytes <= mergeGapBytes {
+                last.count = max(last.count, o + plan.width - last.start)
+                runs[runs.count - 1] = last
+                staging = last.staging + last.count * elementBytes
+            } else {
+                runs.append(ReadRun(start: o, count: plan.width, staging: staging))
+                staging += plan.width * elementBytes
+            }
+            let run = runs[runs.count - 1]
+            sliceAt[j] = run.staging + (o - run.start) * elementBytes
+        }
+        return (runs, sliceAt, staging)
+    }
+
     /// One shard of a gather: an open descriptor and where the tensor's data starts in the file.
     private struct ShardSource: Sendable {
         var fd: Int32
@@ -165,33 +200,37 @@ extension StoreReader {
             var r = s.lo
             while r < s.hi { items.append((k, r..<min(s.hi, r + rowsPerItem))); r += rowsPerItem }
         }
+        let (runs, stagingOffsets, stagingBytes) = Self.readRuns(plan, elementBytes: elementBytes)
         let queue = WorkQueue(count: items.count)
         let workers = min(Self.ioWorkers, items.count)
-        let dtype = plan.dtype, offsets = plan.offsets, rowWidth = plan.rowWidth, firstRow = plan.rows.lowerBound
+        let dtype = plan.dtype, rowWidth = plan.rowWidth, firstRow = plan.rows.lowerBound
         let sourceList = sources, itemList = items
         out.withUnsafeMutableBufferPointer { buffer in
             let dst = SendablePointer(buffer.baseAddress!)
             runThreads(workers) {
-                let staging = UnsafeMutableRawPointer.allocate(byteCount: max(sliceBytes, 4), alignment: 16)
+                let staging = UnsafeMutableRawPointer.allocate(byteCount: max(stagingBytes, 4), alignment: 16)
                 let values = UnsafeMutablePointer<Float>.allocate(capacity: width)
                 defer { staging.deallocate(); values.deallocate() }
                 while let i = queue.next() {
                     let item = itemList[i], s = sourceList[item.source]
                     for r in item.rows {
+                        // One pread per run of nearby slices, then the slices in the order asked.
                         let rowStart = s.dataOffset + ((r - s.shardRange.lowerBound) * rowWidth) * elementBytes
-                        for (j, offset) in offsets.enumerated() {
-                            let at = rowStart + offset * elementBytes
+                        for run in runs {
+                            let at = rowStart + run.start * elementBytes, bytes = run.count * elementBytes
                             var done = 0
-                            while done < sliceBytes {
-                                let got = pread(s.fd, staging + done, sliceBytes - done, off_t(at + done))
+                            while done < bytes {
+                                let got = pread(s.fd, staging + run.staging + done, bytes - done, off_t(at + done))
                                 if got > 0 { done += got; continue }
                                 if got < 0 && errno == EINTR { continue }
                                 queue.fail(StoreError(got < 0 ? .io : .invalidShard, path: s.path, got < 0
-                                    ? "cannot read \(sliceBytes) bytes at offset \(at): \(String(cString: strerror(errno)))"
-                                    : "ends before offset \(at + sliceBytes); it changed on disk while reading"))
+                                    ? "cannot read \(bytes) bytes at offset \(at): \(String(cString: strerror(errno)))"
+                                    : "ends before offset \(at + bytes); it changed on disk while reading"))
                                 return
                             }
-                            let raw = UnsafeRawBufferPointer(start: staging, count: sliceBytes)
+                        }
+                        for (j, at) in stagingOffsets.enumerated() {
+                            let raw = UnsafeRawBufferPointer(start: staging + at, count: sliceBytes)
                             convertElements(raw, dtype: dtype, start: 0, count: width, into: values)
                             body(dst.pointer, r - firstRow, j, values)
                         }

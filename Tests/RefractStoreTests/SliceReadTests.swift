@@ -104,6 +104,38 @@ final class SliceReadTests: XCTestCase {
 
     func testSlicesMatchFullReadsFloat16() throws { try check(.float16) }
 
+    /// Slices far apart in a row are read separately, close ones together; either way the values
+    /// are the full read's, in the order asked.
+    func testNearAndFarSlicesOfWideRows() throws {
+        let run = try makeTempDirectory(self).appendingPathComponent("wide")
+        let d = 4096
+        let header = StoreHeader(
+            model: StoreModelInfo(id: "test/model", layout: "openclip", weightsSHA256: String(repeating: "cd", count: 32), weightFiles: []),
+            convention: "faithful", dimensions: ["layers": 2, "heads": 3, "embedDim": d],
+            tensors: [StoreTensorSpec(name: "attn", shape: [2, 3, d], dtype: .float32)],
+            images: (0..<5).map { StoreImage(path: "img-\($0).png") }, shardSize: 2)
+        let writer = try StoreWriter.open(at: run, header: header, constants: [:], createdBy: "test", resume: false)
+        for (s, range) in writer.shardRanges.enumerated() {
+            let rows = Tensor(shape: [range.count, 2, 3, d], data: range.flatMap { i in (0..<(6 * d)).map { Float(i * 100_000 + $0) } })
+            try writer.writeShard(s, imageIndices: Array(range), rows: ["attn": rows], skipped: [])
+        }
+        try writer.finish()
+        let reader = try StoreReader(run: run)
+        let indices = [[1, 2], [0, 0], [0, 1], [1, 2]]
+        let plan = try reader.slicePlan("attn", indices: indices, rows: nil)
+        let (runs, at, bytes) = StoreReader.readRuns(plan, elementBytes: 4)
+        // [0,0] and [0,1] are adjacent (one run); [1,2] is 3 slices (48 KB) further (its own run, read once).
+        XCTAssertEqual(runs.map(\.start), [0, 5 * d])
+        XCTAssertEqual(runs.map(\.count), [2 * d, d])
+        XCTAssertEqual(at, [8 * d, 0, 4 * d, 8 * d])
+        XCTAssertEqual(bytes, 12 * d)
+        let full = try fullRead(reader, "attn")                                          // [5, 2, 3, 4096]
+        let s = try reader.slices(of: "attn", indices: indices)                           // [5, 4, 4096]
+        var expected = [Float]()
+        for r in 0..<5 { for ix in indices { let o = ((r * 2 + ix[0]) * 3 + ix[1]) * d; expected += full.data[o..<(o + d)] } }
+        XCTAssertEqual(s.data, expected)
+    }
+
     func testBadSliceRequests() throws {
         let reader = try makeRun(.float16)
         let run = reader.run.path
