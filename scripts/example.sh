@@ -2,8 +2,10 @@
 # Sets up the machine, builds Refract (release) and runs the main job offline on the example
 # checkpoint shipped with the tests: embed and classify the example images, decompose their
 # embeddings exactly into per-layer, per-head and per-token contributions (a run directory),
-# export the run as .npy files, run the mean-ablation study, and label the last layer's heads
-# with text (TextSpan).
+# export the run as .npy files, run the mean-ablation study, label the last layer's heads
+# with text (TextSpan), draw token heatmaps, segment a small ImageNet-Segmentation-format file
+# zero-shot, retrieve images by chosen heads, and run the Waterbirds spurious-cue study on a
+# synthetic metadata.csv.
 # The example model has random weights (it exists to test parity), so its predictions are
 # arbitrary; point --model at a real checkpoint (e.g. openai/clip-vit-base-patch16 in your
 # Hugging Face cache) for meaningful ones.
@@ -30,7 +32,7 @@ mapfile -t classes < "$inputs/classes.txt"
     i=0
     for f in "$inputs"/*.png; do echo "$PWD/$f,${classes[$((i % ${#classes[@]}))]}"; i=$((i + 1)); done
 } > "$out/images.csv"
-rm -rf "$out/run" "$out/run-npy" "$out/ablation" "$out/textspan"
+rm -rf "$out/run" "$out/run-npy" "$out/ablation" "$out/textspan" "$out/heatmap" "$out/segment" "$out/retrieve" "$out/spurious"
 "$bin" decompose --model "$model" --output "$out/run" --tokens last:1 "$out/images.csv"
 "$bin" export --run "$out/run" --format npy --output "$out/run-npy"
 "$bin" ablate --run "$out/run" --classes "$inputs/classes.txt" --templates "$inputs/templates.txt" --output "$out/ablation"
@@ -39,7 +41,26 @@ REFRACT_CACHE_DIR="$out/cache" "$bin" textspan --run "$out/run" --descriptions "
     --output "$out/textspan" --layers last:1 --per-head 3 --classes "$inputs/classes.txt"
 REFRACT_CACHE_DIR="$out/cache" "$bin" heads --run "$out/run" --text "a photo taken at night" --top 3
 echo
+# Token heatmaps: one panel per text, every head of every layer.
+REFRACT_CACHE_DIR="$out/cache" "$bin" heatmap --model "$model" --text "a photo of a dog" --text "a photo taken at night" \
+    --output "$out/heatmap" "$inputs"/*.png
+# Zero-shot segmentation of a 3-image file in the ImageNet-Segmentation format (MATLAB v7.3 / HDF5).
+REFRACT_CACHE_DIR="$out/cache" "$bin" segment --model "$model" --dataset Tests/Fixtures/segment/data/gtsegs_ijcv.mat \
+    --classes "$inputs/classes.txt" --templates "$inputs/templates.txt" --save-images 3 --output "$out/segment"
+# Property-based retrieval: the images whose heads 1.0 and 1.1 (last layer) write what they write for image 0.
+"$bin" retrieve --run "$out/run" --index 0 --heads 1.0,1.1 --top 3 --output "$out/retrieve"
+# Spurious cues on a synthetic Waterbirds layout: y and place assigned to the example images.
+{
+    echo "img_filename,y,split,place"
+    i=0
+    for f in "$inputs"/*.png; do echo "$(basename "$f"),$(( (i / 2) % 2 )),2,$(( i % 2 ))"; i=$((i + 1)); done
+} > "$out/metadata.csv"
+REFRACT_CACHE_DIR="$out/cache" "$bin" spurious --run "$out/run" --metadata "$out/metadata.csv" --classes landbird,waterbird \
+    --ablate 1.0,1.2 --random-draws 3 --output "$out/spurious"
+echo
 echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy,"
 echo "  run/ (manifest.json + safetensors shards), run-npy/ (the run as .npy files),"
 echo "  ablation/ (ablation.json, ablation.csv, ablation.png),"
-echo "  textspan/ (textspan.json, textspan.md, textspan.html)"
+echo "  textspan/ (textspan.json, textspan.md, textspan.html), heatmap/ (PNG + .npy per image),"
+echo "  segment/ (metrics.json, per_image.csv, overlays/), retrieve/ (retrieval.json, retrieval.html),"
+echo "  spurious/ (spurious.json, spurious.md)"
