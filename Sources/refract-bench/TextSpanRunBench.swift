@@ -306,7 +306,7 @@ enum TextSpanRunBench {
             options.budgetBytes = budget
             let group = max(1, budget / headBytes), passes = (allHeads.count + group - 1) / group
             print("  \(label): budget \(fmt(Double(budget) / Double(1 << 20), 0)) MiB → \(group) head(s) "
-                  + "(\(fmt(Double(headBytes) / 1e6, 0)) MB each) per pass, \(passes) passes over the store")
+                  + "(\(fmt(Double(headBytes) / 1e6, 0)) MB each) per pass, \(passes) strided reads of those heads from the store")
             let reset = resetHWM()
             let rssBefore = procStatusKiB("VmRSS"), maxBefore = maxRSSKiB()
             let loadStart = loadavg()
