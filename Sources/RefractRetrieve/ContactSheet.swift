@@ -10,6 +10,7 @@
 
 import Foundation
 import RefractImage
+import RefractTextSpan
 import RefractTensor
 
 public enum RetrievalOutput {
@@ -91,7 +92,7 @@ public enum RetrievalOutput {
     /// The contact sheet: one self-contained page (inline CSS, no script, no external resources).
     /// `thumbnails` maps image paths to their thumbnails; a path without one gets a placeholder.
     public static func html(_ report: RetrievalReport, thumbnails: [String: Thumbnail]) -> String {
-        let h = escape
+        let h = HTMLPage.escape
         var out = ""
         func line(_ s: String) { out += s + "\n" }
         func picture(_ path: String) -> String {
@@ -192,48 +193,9 @@ public enum RetrievalOutput {
         return name.isEmpty ? path : name
     }
 
-    /// Escapes text for HTML element content and quoted attribute values; control characters other than
-    /// tab, newline and carriage return become U+FFFD.
-    static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for u in s.unicodeScalars {
-            switch u {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            case "\t", "\n", "\r": out.unicodeScalars.append(u)
-            default:
-                let v = u.value
-                if v < 0x20 || (0x7F...0x9F).contains(v) { out += "\u{FFFD}" } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out
-    }
-
     // MARK: Style (no user data)
 
-    static let stylesheet = """
-    :root { --bg: #ffffff; --fg: #1d2129; --muted: #5f6b7a; --card: #f6f8fa; --border: #d7dde4;
-      --track: #e3e8ee; --accent: #2f6fd0; --odd: #b3261e; }
-    @media (prefers-color-scheme: dark) {
-      :root { --bg: #0f1216; --fg: #e4e8ee; --muted: #98a3b1; --card: #181c22; --border: #2c333d;
-        --track: #2a3038; --accent: #7fb0f5; --odd: #f28b82; }
-    }
-    * { box-sizing: border-box; }
-    html { background: var(--bg); color: var(--fg); }
-    body { margin: 0 auto; max-width: 90rem; padding: 1.5rem; font: 15px/1.45 system-ui, -apple-system, "Segoe UI",
-      Roboto, "Helvetica Neue", Arial, sans-serif; }
-    h1 { font-size: 1.6rem; margin: 0 0 0.8rem; }
-    h2 { font-size: 1.2rem; margin: 1.6rem 0 0.6rem; }
-    .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; font-size: 0.92em;
-      overflow-wrap: anywhere; }
-    .muted { color: var(--muted); }
-    dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; margin: 0; }
-    dl.meta dt { color: var(--muted); }
-    dl.meta dd { margin: 0; overflow-wrap: anywhere; }
+    static let stylesheet = HTMLPage.baseStylesheet + """
     .querycard { display: flex; align-items: center; gap: 1.2rem; flex-wrap: wrap; }
     .textquery { font-size: 1.3rem; background: var(--card); border: 1px solid var(--border); border-radius: 6px;
       padding: 0.8rem 1.1rem; overflow-wrap: anywhere; white-space: pre-wrap; max-width: 40rem; }

@@ -193,7 +193,7 @@ final class ReportRenderingTests: XCTestCase {
         XCTAssertTrue(html.contains("data/&lt;classes&gt; | &quot;imagenet&quot;.txt"))
         XCTAssertTrue(html.contains("quotes &quot;double&quot; and &#39;single&#39; &amp; ampersand &amp;amp; &lt;b&gt;bold&lt;/b&gt;"))
         XCTAssertFalse(html.contains("<b>"))
-        XCTAssertEqual(TextSpanRendering.HTMLEscaping.escape("&<>\"'é🐕"), "&amp;&lt;&gt;&quot;&#39;é🐕")
+        XCTAssertEqual(HTMLPage.escape("&<>\"'é🐕"), "&amp;&lt;&gt;&quot;&#39;é🐕")
     }
 
     func testHTMLHeaderAndAccuracy() {
