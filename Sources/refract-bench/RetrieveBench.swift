@@ -75,7 +75,6 @@ struct RetrieveBenchResults: Codable {
 enum RetrieveBench {
     static let defaultImages = 50_000, quickImages = 5_000
     static let layers = 12, heads = 12, width = 512, classes = 100
-    static let shardTargetBytes = 256 << 20
     static let top = 15, repeats = 7
 
     // MARK: Synthetic data
@@ -130,66 +129,23 @@ enum RetrieveBench {
     static func run(quick: Bool, threads: Int) throws -> RetrieveBenchResults {
         let loadStart = loadavg()
         let requested = quick ? quickImages : defaultImages
-        let perImageBytes = layers * heads * width * StoreDType.float16.byteSize
         let cores = ProcessInfo.processInfo.activeProcessorCount
         print("\nRetrieval over a run: ViT-B-sized attn [\(layers), \(heads), \(width)] float16, \(requested) images, "
               + "top \(top), \(cores) cores")
         print("  load average at start: \(loadString(loadStart))")
 
-        let tmpRoot = FileManager.default.temporaryDirectory
-        var n = requested
-        var reduced: String?
-        let margin = 1 << 30
-        if let free = TextSpanRunBench.freeBytes(tmpRoot.path) {
-            let needed = n * perImageBytes + margin
-            if free < needed {
-                let fit = max(0, (free - margin) / perImageBytes) / 1000 * 1000
-                guard fit >= 1000 else {
-                    throw BenchError("retrieve: only \(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); set TMPDIR")
-                }
-                reduced = "\(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); \(requested) images need "
-                    + "\(fmt(Double(needed) / 1e9, 1)) GB (with 1 GiB to spare)"
-                print("  NOTE: reducing the run from \(requested) to \(fit) images: \(reduced!)")
-                n = fit
-            }
-        }
-
-        let dir = tmpRoot.appendingPathComponent("refract-bench-retrieve-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer {
-            try? FileManager.default.removeItem(at: dir)
-            print("  removed \(dir.path)")
-        }
-        let runURL = dir.appendingPathComponent("run")
+        let synthetic = try SyntheticHeadRun(section: "retrieve", requested: requested, layers: layers, heads: heads, width: width)
+        defer { synthetic.remove() }
+        let n = synthetic.images, reduced = synthetic.reducedBecause, runURL = synthetic.run, shardSize = synthetic.shardSize
 
         // 1. Write the run.
-        let shardSize = max(1, shardTargetBytes / perImageBytes)
-        let header = StoreHeader(
-            model: StoreModelInfo(id: "synthetic/ViT-B-16-heads", layout: "openclip",
-                                  weightsSHA256: String(repeating: "0", count: 64), weightFiles: []),
-            convention: "faithful",
-            dimensions: ["layers": layers, "heads": heads, "embedDim": width, "tokens": 197, "width": 768,
-                         "imageSize": 224, "patchSize": 16],
-            options: .object(["dtype": .string("float16"), "synthetic": .string("\(classes) classes: class mean + noise")]),
-            tensors: [StoreTensorSpec(name: "attn", shape: [layers, heads, width], dtype: .float16,
-                                      description: "synthetic per-head direct contributions")],
-            images: (0..<n).map { StoreImage(path: "synthetic/\($0).png", label: "class \($0 % classes)") },
-            shardSize: shardSize)
         let means = classMeans()
-        let writeStart = now()
-        let writer = try StoreWriter.open(at: runURL, header: header, constants: [:], createdBy: "refract-bench", resume: false)
-        let ranges = writer.shardRanges
-        print("  writing \(n) images in \(ranges.count) shards of \(shardSize) images to \(runURL.path) ...")
-        for (i, range) in ranges.enumerated() {
-            let rows = Tensor(shape: [range.count, layers, heads, width], data: shardRows(range, means: means))   // [r, L, H, D']
-            try writer.writeShard(i, imageIndices: Array(range), rows: ["attn": rows], skipped: [])
-            if (i + 1) % 5 == 0 || i + 1 == ranges.count {
-                print("    shard \(i + 1)/\(ranges.count) (\(fmt(now() - writeStart, 1)) s)")
-            }
-        }
-        try writer.finish()
-        let writeSeconds = now() - writeStart
-        let storeBytes = MemoryBench.directorySize(runURL)
+        let written = try synthetic.write(
+            modelID: "synthetic/ViT-B-16-heads",
+            dimensions: ["tokens": 197, "width": 768, "imageSize": 224, "patchSize": 16],
+            synthetic: "\(classes) classes: class mean + noise", label: { "class \($0 % classes)" },
+            rows: { _, range in shardRows(range, means: means) })
+        let writeSeconds = written.seconds, storeBytes = written.bytes
         print("  wrote \(fmt(Double(storeBytes) / 1e9, 2)) GB in \(fmt(writeSeconds, 1)) s")
 
         let t0 = now()
@@ -271,7 +227,7 @@ enum RetrieveBench {
         let loadEnd = loadavg()
         print("  load average at end: \(loadString(loadEnd))")
         return RetrieveBenchResults(requestedImages: requested, images: n, reducedBecause: reduced, layers: layers, heads: heads,
-                                    width: width, dtype: "float16", shardSize: shardSize, shards: ranges.count,
+                                    width: width, dtype: "float16", shardSize: shardSize, shards: written.shards,
                                     storeBytes: storeBytes, writeSeconds: writeSeconds, openSeconds: openSeconds, cores: cores,
                                     twoHeads: twoTiming, fourHeads: fourTiming, densePassColdSeconds: denseCold,
                                     densePassCold: coldDrop, densePassWarmSeconds: denseWarm, speedupWarm: speedWarm,

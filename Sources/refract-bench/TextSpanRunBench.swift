@@ -79,7 +79,6 @@ enum TextSpanRunBench {
     static let defaultImages = 50_000
     static let layers = 4, heads = 16, width = 768, headRank = 64
     static let pool = 3498, perHead = 20
-    static let shardTargetBytes = 256 << 20
     static let noise: Float = 1e-4
 
     // MARK: Memory figures
@@ -104,13 +103,6 @@ enum TextSpanRunBench {
         let ok = "5".withCString { write(fd, $0, 1) } == 1
         guard ok, let hwm = procStatusKiB("VmHWM"), let rss = procStatusKiB("VmRSS") else { return false }
         return hwm <= rss + 65_536   // within 64 MiB of the current RSS: the reset took
-    }
-
-    static func freeBytes(_ path: String) -> Int? {
-        // statvfs(3), the POSIX form of statfs(2) (Glibc's module exports it; statfs it does not).
-        var s = statvfs()
-        guard statvfs(path, &s) == 0 else { return nil }
-        return Int(s.f_bavail) * Int(s.f_frsize)
     }
 
     static func mib(_ kib: Int) -> String { fmt(Double(kib) / 1024, 0) + " MiB" }
@@ -205,77 +197,23 @@ enum TextSpanRunBench {
 
     static func run(images requested: Int, quick: Bool, threads: Int) throws -> TextSpanRunBenchResults {
         let loadStart = loadavg()
-        let perImageBytes = layers * heads * width * StoreDType.float16.byteSize
         print("\nTextSpan over a run: all \(layers * heads) heads of \(layers) layers × \(heads) heads, width \(width), "
               + "\(pool) descriptions, \(perHead) per head, rank 80 lowered to each head's rank, \(threads) threads")
         print("  load average at start: \(loadString(loadStart))")
 
-        let tmpRoot = FileManager.default.temporaryDirectory
-        var n = requested
-        var reduced: String?
-        let margin = 1 << 30
-        if let free = freeBytes(tmpRoot.path) {
-            let needed = n * perImageBytes + margin
-            if free < needed {
-                let fit = max(0, (free - margin) / perImageBytes) / 1000 * 1000
-                guard fit >= 1000 else {
-                    throw BenchError("textspan-run: only \(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); "
-                                     + "even 1000 images (\(fmt(Double(1000 * perImageBytes) / 1e6, 0)) MB) do not fit; set TMPDIR")
-                }
-                reduced = "\(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); \(requested) images need "
-                    + "\(fmt(Double(needed) / 1e9, 1)) GB (with 1 GiB to spare)"
-                print("  NOTE: reducing the run from \(requested) to \(fit) images: \(reduced!)")
-                n = fit
-            }
-            print("  free space in \(tmpRoot.path): \(fmt(Double(free) / 1e9, 1)) GB; the run needs "
-                  + "\(fmt(Double(n * perImageBytes) / 1e9, 2)) GB")
-        } else {
-            print("  (statvfs failed on \(tmpRoot.path); free space not checked)")
-        }
-
-        let dir = tmpRoot.appendingPathComponent("refract-bench-textspan-run-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer {
-            try? FileManager.default.removeItem(at: dir)
-            print("  removed \(dir.path)")
-        }
-        let runURL = dir.appendingPathComponent("run")
+        let synthetic = try SyntheticHeadRun(section: "textspan-run", requested: requested, layers: layers, heads: heads, width: width)
+        defer { synthetic.remove() }
+        let n = synthetic.images, reduced = synthetic.reducedBecause, runURL = synthetic.run, shardSize = synthetic.shardSize
 
         // 1. Write the run.
-        let shardSize = max(1, shardTargetBytes / perImageBytes)
-        let header = StoreHeader(
-            model: StoreModelInfo(id: "synthetic/ViT-L-14-heads", layout: "openclip",
-                                  weightsSHA256: String(repeating: "0", count: 64), weightFiles: []),
-            convention: "faithful",
-            dimensions: ["layers": layers, "heads": heads, "embedDim": width, "tokens": 257, "width": 1024,
-                         "imageSize": 224, "patchSize": 14],
-            options: .object(["dtype": .string("float16"), "synthetic": .string("rank-\(headRank) heads + noise \(noise)")]),
-            tensors: [StoreTensorSpec(name: "attn", shape: [layers, heads, width], dtype: .float16,
-                                      description: "synthetic per-head direct contributions")],
-            images: (0..<n).map { StoreImage(path: "synthetic/\($0).png") },
-            shardSize: shardSize)
         let models = headModels()
-        let writeStart = now()
-        let writer = try StoreWriter.open(at: runURL, header: header, constants: [:], createdBy: "refract-bench", resume: false)
-        let ranges = writer.shardRanges
-        print("  writing \(n) images in \(ranges.count) shards of \(shardSize) images "
-              + "(\(fmt(Double(shardSize * perImageBytes) / 1e6, 0)) MB each) to \(runURL.path) ...")
-        var generate = 0.0, store = 0.0
-        for (i, range) in ranges.enumerated() {
-            let t0 = now()
-            let rows = Tensor(shape: [range.count, layers, heads, width], data: shardRows(range, shard: i, models: models))
-            let t1 = now()
-            try writer.writeShard(i, imageIndices: Array(range), rows: ["attn": rows], skipped: [])
-            let t2 = now()
-            generate += t1 - t0
-            store += t2 - t1
-            if (i + 1) % 5 == 0 || i + 1 == ranges.count {
-                print("    shard \(i + 1)/\(ranges.count) (\(fmt(now() - writeStart, 1)) s)")
-            }
-        }
-        try writer.finish()
-        let writeSeconds = now() - writeStart
-        let storeBytes = MemoryBench.directorySize(runURL)
+        let written = try synthetic.write(
+            modelID: "synthetic/ViT-L-14-heads",
+            dimensions: ["tokens": 257, "width": 1024, "imageSize": 224, "patchSize": 14],
+            synthetic: "rank-\(headRank) heads + noise \(noise)",
+            rows: { i, range in shardRows(range, shard: i, models: models) })
+        let writeSeconds = written.seconds, storeBytes = written.bytes
+        let generate = written.generateSeconds, store = written.storeSeconds
         let writePeak = procStatusKiB("VmHWM")
         print("  wrote \(fmt(Double(storeBytes) / 1e9, 2)) GB in \(fmt(writeSeconds, 1)) s "
               + "(generating rows \(fmt(generate, 1)) s, StoreWriter \(fmt(store, 1)) s: float16, SHA-256, fsync); "
@@ -344,7 +282,7 @@ enum TextSpanRunBench {
         let standard = try phase(budget: TextSpanRunOptions().budgetBytes, label: "default budget")
         var out = TextSpanRunBenchResults(requestedImages: requested, images: n, reducedBecause: reduced, layers: layers,
                                           heads: heads, width: width, pool: pool, perHead: perHead, shardSize: shardSize,
-                                          shards: ranges.count, storeBytes: storeBytes, writeSeconds: writeSeconds, writePeakKiB: writePeak,
+                                          shards: written.shards, storeBytes: storeBytes, writeSeconds: writeSeconds, writePeakKiB: writePeak,
                                           generateSeconds: generate, storeWriterSeconds: store, openSeconds: openSeconds,
                                           readPassSeconds: readPass, defaultBudget: standard, loadavgStart: loadStart)
         if quick {
