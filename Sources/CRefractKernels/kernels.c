@@ -132,3 +132,24 @@ void rf_layer_norm(const float *x, float *y, size_t rows, size_t d, const float 
         for (size_t j = 0; j < d; j++) yr[j] = (xr[j] - mean) * inv * g[j] + b[j];
     }
 }
+
+/* CPU features for the BLAS kernel choice (RefractTensor/CPUFeatures.swift). */
+unsigned rf_cpu_features(void) {
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+    __builtin_cpu_init();
+    unsigned f = 0;
+    if (__builtin_cpu_supports("sse3")) f |= RF_CPU_SSE3;
+    if (__builtin_cpu_supports("avx")) f |= RF_CPU_AVX;
+    if (__builtin_cpu_supports("avx2")) f |= RF_CPU_AVX2;
+    if (__builtin_cpu_supports("fma")) f |= RF_CPU_FMA;
+    if (__builtin_cpu_supports("avx512f")) f |= RF_CPU_AVX512F;
+    if (__builtin_cpu_supports("avx512cd")) f |= RF_CPU_AVX512CD;
+    if (__builtin_cpu_supports("avx512bw")) f |= RF_CPU_AVX512BW;
+    if (__builtin_cpu_supports("avx512dq")) f |= RF_CPU_AVX512DQ;
+    if (__builtin_cpu_supports("avx512vl")) f |= RF_CPU_AVX512VL;
+    if (__builtin_cpu_supports("avx512bf16")) f |= RF_CPU_AVX512BF16;
+    return f;
+#else
+    return 0;
+#endif
+}

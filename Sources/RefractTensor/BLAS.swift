@@ -2,11 +2,14 @@
 //
 // Matrix products go through `cblas_sgemm`. On macOS that is Accelerate. On Linux Refract loads
 // OpenBLAS with dlopen at first use instead of linking it, for one reason: OpenBLAS picks its
-// kernels from `OPENBLAS_CORETYPE` in a library constructor, i.e. when the library is loaded.
-// Debian's OpenBLAS 0.3.21 does not recognise AMD Zen 4/5 and silently falls back to its AVX2
-// kernels at half speed. Loading it ourselves lets Refract set `OPENBLAS_CORETYPE=SkylakeX` on
-// AVX-512 AMD CPUs before the constructor runs — automatically, for the CLI, the tests, the
-// benchmark and library users alike. A user-set `OPENBLAS_CORETYPE` is always respected.
+// kernels from `OPENBLAS_CORETYPE` in a library constructor, i.e. when the library is loaded, and
+// Debian's OpenBLAS 0.3.21 does not recognise recent CPUs (AMD Zen 4/5, Intel Sapphire/Emerald
+// Rapids) and silently falls back to slow kernels (Prescott, SSE3, on an Emerald Rapids). Loading it
+// ourselves lets Refract name the best kernel set the CPU's flags allow before the constructor runs
+// (`OpenBLASCoreRule`, CPUFeatures.swift) — for the CLI, the tests, the benchmark and library users
+// alike. A user-set `OPENBLAS_CORETYPE` is always respected; `REFRACT_KEEP_BLAS_CORETYPE=1` leaves
+// the choice to OpenBLAS. The variable is removed again after loading when Refract set it, so child
+// processes (a Python reference, say) see the environment they were given.
 
 import Foundation
 #if canImport(Accelerate)
@@ -37,9 +40,9 @@ public struct BLASInfo: Sendable, Codable {
     public var coreName: String
     public var threads: Int
     public var config: String
-    /// `OPENBLAS_CORETYPE` as the library saw it, and whether Refract set it.
-    public var coreTypeOverride: String?
-    public var coreTypeSetByRefract: Bool
+    /// The CPU and how the kernel set was chosen (set by Refract, by the user, or OpenBLAS's own).
+    public var cpu: CPUFeatures
+    public var coreChoice: BLASCoreChoice
 }
 
 public enum BLAS {
@@ -59,15 +62,15 @@ public enum BLAS {
         let getThreads: GetIntFn?
         let setThreads: SetIntFn?
         let library: String
-        let coreTypeSetByRefract: Bool
+        let coreChoice: BLASCoreChoice
         /// The dlopen handle, where further symbols (LAPACK: `LAPACK.swift`) are looked up; nil means
         /// the process's own symbols (Accelerate is linked).
         let handle: UnsafeMutableRawPointer?
         init(sgemm: @escaping SgemmFn, getCoreName: GetStringFn?, getConfig: GetStringFn?, getThreads: GetIntFn?,
-             setThreads: SetIntFn?, library: String, coreTypeSetByRefract: Bool, handle: UnsafeMutableRawPointer? = nil) {
+             setThreads: SetIntFn?, library: String, coreChoice: BLASCoreChoice, handle: UnsafeMutableRawPointer? = nil) {
             self.sgemm = sgemm; self.getCoreName = getCoreName; self.getConfig = getConfig
             self.getThreads = getThreads; self.setThreads = setThreads
-            self.library = library; self.coreTypeSetByRefract = coreTypeSetByRefract; self.handle = handle
+            self.library = library; self.coreChoice = coreChoice; self.handle = handle
         }
 
         /// A symbol of the loaded library (or, on macOS, of the process, which links Accelerate).
@@ -102,8 +105,7 @@ public enum BLAS {
         let core = b.getCoreName.flatMap { $0() }.map { String(cString: $0) } ?? "unknown"
         let cfg = b.getConfig.flatMap { $0() }.map { String(cString: $0) } ?? ""
         return BLASInfo(library: b.library, coreName: core, threads: threads, config: cfg,
-                        coreTypeOverride: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
-                        coreTypeSetByRefract: b.coreTypeSetByRefract)
+                        cpu: CPUFeatures.current, coreChoice: b.coreChoice)
     }
 
     /// Threads BLAS uses for one product.
@@ -166,9 +168,13 @@ public enum BLAS {
                         CBLAS_TRANSPOSE(rawValue: UInt32(tb))!, m, n, k, al, a, lda, b, ldb, be, c, ldc)
         }
         return .success(Backend(sgemm: fn, getCoreName: nil, getConfig: nil, getThreads: nil, setThreads: nil,
-                                library: "Accelerate", coreTypeSetByRefract: false))
+                                library: "Accelerate",
+                                coreChoice: BLASCoreChoice(core: nil, source: .openblas, reason: "Accelerate chooses its own kernels",
+                                                           decidingFlags: [])))
         #else
-        let setByUs = chooseOpenBLASCoreType()
+        let choice = OpenBLASCoreRule.choose(cpu: CPUFeatures.current, environment: ProcessInfo.processInfo.environment)
+        if choice.source == .refract, let core = choice.core { setenv("OPENBLAS_CORETYPE", core, 1) }
+        defer { if choice.source == .refract { unsetenv("OPENBLAS_CORETYPE") } }
         var tried: [String] = []
         var lastError = ""
         var candidates = ["libopenblas.so.0", "libopenblas.so",
@@ -197,45 +203,35 @@ public enum BLAS {
                 getConfig: fn("openblas_get_config", GetStringFn.self),
                 getThreads: fn("openblas_get_num_threads", GetIntFn.self),
                 setThreads: fn("openblas_set_num_threads", SetIntFn.self),
-                library: name, coreTypeSetByRefract: setByUs, handle: handle))
+                library: name, coreChoice: choice, handle: handle))
         }
         return .failure(.libraryNotFound(tried: tried, lastError: lastError))
         #endif
     }
+}
 
-    /// Sets OPENBLAS_CORETYPE=SkylakeX on AMD CPUs with the AVX-512 subsets SkylakeX kernels need,
-    /// unless the user already chose a core type. Returns whether it set the variable.
-    static func chooseOpenBLASCoreType() -> Bool {
-        #if os(Linux) && arch(x86_64)
-        let env = ProcessInfo.processInfo.environment
-        if env["OPENBLAS_CORETYPE"] != nil || env["REFRACT_KEEP_BLAS_CORETYPE"] == "1" { return false }
-        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
-        return applyCoreTypeRule(cpuinfo: cpuinfo)
-        #else
-        return false
-        #endif
-    }
-
-    /// The rule, separated for testing: AMD vendor and avx512 f/cd/bw/dq/vl present.
-    static func coreTypeFor(cpuinfo: String) -> String? {
-        var vendor = ""
-        var flags = Set<Substring>()
-        for line in cpuinfo.split(separator: "\n") {
-            if vendor.isEmpty, line.hasPrefix("vendor_id") {
-                vendor = line.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-            } else if flags.isEmpty, line.hasPrefix("flags") {
-                flags = Set((line.split(separator: ":").last ?? "").split(separator: " "))
-            }
-            if !vendor.isEmpty && !flags.isEmpty { break }
+extension BLASInfo {
+    /// Labelled lines for `refract env` and `refract-bench`: the CPU, the flags the rule reads,
+    /// the kernel set in use and who chose it, and why.
+    public var reportLines: [(label: String, value: String)] {
+        var id = cpu.vendor
+        if let f = cpu.family { id += " family \(f)" }
+        if let m = cpu.model { id += " model \(m)" }
+        let present = CPUFeatures.ruleFlags.filter(cpu.flags.contains)
+        let absent = CPUFeatures.ruleFlags.filter { !cpu.flags.contains($0) }
+        let who: String
+        switch coreChoice.source {
+        case .refract: who = "set by Refract"
+        case .user: who = "set by the user"
+        case .openblas: who = "\(library.contains("Accelerate") ? "the library" : "OpenBLAS")'s own choice"
         }
-        let needed: [Substring] = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
-        guard vendor == "AuthenticAMD", needed.allSatisfy(flags.contains) else { return nil }
-        return "SkylakeX"
-    }
-
-    private static func applyCoreTypeRule(cpuinfo: String) -> Bool {
-        guard let core = coreTypeFor(cpuinfo: cpuinfo) else { return false }
-        setenv("OPENBLAS_CORETYPE", core, 1)
-        return true
+        return [
+            ("CPU", "\(cpu.modelName) (\(id))"),
+            ("CPU flags (rule)", (present.isEmpty ? "none" : present.joined(separator: " "))
+                + (absent.isEmpty ? "" : "; absent: \(absent.joined(separator: " "))")),
+            ("BLAS library", library),
+            ("BLAS core", "\(coreName) (\(who): \(coreChoice.reason))"),
+            ("BLAS threads", "\(threads)"),
+        ]
     }
 }

@@ -263,8 +263,7 @@ func main() throws {
                     sections: Section.allCases.filter(run.contains))
     r.loadavgStart = loadavg()
     print("Refract benchmark (release build)")
-    print("BLAS: \(r.blas.library), core \(r.blas.coreName), \(threads) threads"
-          + (r.blas.coreTypeOverride.map { ", OPENBLAS_CORETYPE=\($0)\(r.blas.coreTypeSetByRefract ? " (set by Refract)" : "")" } ?? ""))
+    for (label, value) in r.blas.reportLines { print("\(label): \(value)") }
     print("CPU cores: \(r.cores); load average at start: \(loadString(r.loadavgStart))")
     print("Sections: \(r.sections.map(\.rawValue).joined(separator: ", "))")
 

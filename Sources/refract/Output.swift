@@ -1,6 +1,7 @@
 // Output helpers for the CLI: JSON encoding, side-car files, report shapes.
 
 import Foundation
+import RefractTensor
 
 enum Output {
     struct Prediction: Codable { var `class`: String; var index: Int; var score: Float; var probability: Float }
@@ -8,7 +9,7 @@ enum Output {
     struct ClassifyReport: Codable { var model: String; var templates: [String]; var results: [ClassifyItem] }
     struct EnvReport: Codable {
         var blasLibrary: String, blasCore: String, blasThreads: Int, blasConfig: String
-        var openblasCoretype: String?, coretypeSetByRefract: Bool
+        var cpu: CPUFeatures, blasCoreChoice: BLASCoreChoice
         var cpuCores: Int, codecs: String, huggingFaceCache: String, offline: Bool
     }
 

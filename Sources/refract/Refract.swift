@@ -186,7 +186,7 @@ struct Classify: AsyncParsableCommand {
 // MARK: env
 
 struct Env: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the BLAS library, its CPU core type and threads, codecs and caches.")
+    static let configuration = CommandConfiguration(abstract: "Show the CPU, the BLAS library, its kernel set (and who chose it, why) and threads, codecs and caches.")
 
     @Flag(name: .long, help: "Print JSON.") var json = false
 
@@ -196,15 +196,15 @@ struct Env: AsyncParsableCommand {
         let cache = HubCache(environment: env).root.path
         let report = Output.EnvReport(
             blasLibrary: info.library, blasCore: info.coreName, blasThreads: info.threads, blasConfig: info.config,
-            openblasCoretype: info.coreTypeOverride, coretypeSetByRefract: info.coreTypeSetByRefract,
+            cpu: info.cpu, blasCoreChoice: info.coreChoice,
             cpuCores: ProcessInfo.processInfo.activeProcessorCount, codecs: ImageDecoder.codecVersions,
             huggingFaceCache: cache, offline: env["HF_HUB_OFFLINE"].map { $0 == "1" || $0.lowercased() == "true" } ?? false)
         if json {
             print(try Output.json(report))
         } else {
-            print("BLAS library:        \(report.blasLibrary)")
-            print("BLAS core:           \(report.blasCore)\(report.coretypeSetByRefract ? " (OPENBLAS_CORETYPE=\(report.openblasCoretype ?? "") set by Refract)" : report.openblasCoretype.map { " (OPENBLAS_CORETYPE=\($0))" } ?? "")")
-            print("BLAS threads:        \(report.blasThreads)")
+            for (label, value) in info.reportLines {
+                print((label + ":").padding(toLength: 21, withPad: " ", startingAt: 0) + value)
+            }
             print("BLAS config:         \(report.blasConfig)")
             print("CPU cores:           \(report.cpuCores)")
             print("Image codecs:        \(report.codecs)")

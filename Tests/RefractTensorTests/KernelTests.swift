@@ -125,19 +125,90 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    func testOpenBLASCoreTypeRule() {
-        let zen5 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512dq avx512cd avx512bw avx512vl\n"
-        XCTAssertEqual(BLAS.coreTypeFor(cpuinfo: zen5), "SkylakeX")
-        let zen3 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 fma\n"
-        XCTAssertNil(BLAS.coreTypeFor(cpuinfo: zen3))
-        let intel = "vendor_id\t: GenuineIntel\nflags\t\t: avx512f avx512dq avx512cd avx512bw avx512vl\n"
-        XCTAssertNil(BLAS.coreTypeFor(cpuinfo: intel), "OpenBLAS recognises Intel AVX-512 parts itself")
+    // /proc/cpuinfo first entries (abridged to the identity and flag lines) of real CPUs.
+    static func cpuinfo(_ vendor: String, family: Int, model: Int, name: String, flags: String) -> String {
+        "processor\t: 0\nvendor_id\t: \(vendor)\ncpu family\t: \(family)\nmodel\t\t: \(model)\n"
+            + "model name\t: \(name)\nflags\t\t: fpu vme sse sse2 ssse3 sse4_1 sse4_2 \(flags)\n\n"
+            + "processor\t: 1\nvendor_id\t: \(vendor)\nflags\t\t: fpu sse\n"
+    }
+    static let avx512 = "avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl"
+
+    func testOpenBLASCoreRuleFollowsFlagsNotVendor() {
+        let cases: [(String, String, Int, Int, String, String?)] = [
+            // Emerald Rapids: unknown to OpenBLAS 0.3.21, which falls back to Prescott.
+            ("GenuineIntel", "INTEL(R) XEON(R) PLATINUM 8581C", 6, 207, Self.avx512 + " avx512_bf16 avx512_vnni avx512_fp16", "SkylakeX"),
+            ("AuthenticAMD", "AMD EPYC 9B45 (Zen 5)", 26, 2, Self.avx512 + " avx512_bf16 avx512_vp2intersect", "SkylakeX"),
+            ("AuthenticAMD", "AMD EPYC 9R14 (Zen 4)", 25, 17, Self.avx512 + " avx512_bf16", "SkylakeX"),
+            ("GenuineIntel", "Intel Xeon Gold 6148 (Skylake-SP)", 6, 85, Self.avx512, "SkylakeX"),
+            ("AuthenticAMD", "AMD EPYC 7B13 (Zen 3)", 25, 1, "avx avx2 fma", "Haswell"),
+            ("GenuineIntel", "Intel Core i7-12700 (Alder Lake, AVX-512 fused off)", 6, 151, "avx avx2 fma avx_vnni", "Haswell"),
+            ("HygonGenuine", "Hygon C86 7185", 24, 0, "avx avx2 fma", "Haswell"),
+            ("CentaurHauls", "Zhaoxin KX-6000", 7, 59, "avx avx2", nil),        // no FMA: Haswell kernels would fault
+            ("GenuineIntel", "Intel Xeon E5-2670 (Sandy Bridge)", 6, 45, "avx", nil),
+            ("GenuineIntel", "Intel Xeon Phi 7250 (Knights Landing)", 6, 87, "avx avx2 fma avx512f avx512cd avx512er avx512pf", "Haswell"),
+            ("AuthenticAMD", "AMD Opteron 6274", 21, 1, "", nil),
+        ]
+        for (vendor, name, family, model, flags, want) in cases {
+            let cpu = CPUFeatures.parse(cpuinfo: Self.cpuinfo(vendor, family: family, model: model, name: name, flags: flags))
+            XCTAssertEqual(cpu.modelName, name)
+            XCTAssertEqual(cpu.family, family)
+            XCTAssertEqual(cpu.model, model)
+            let choice = OpenBLASCoreRule.choose(cpu: cpu, environment: [:])
+            XCTAssertEqual(choice.core, want, name)
+            XCTAssertEqual(choice.source, want == nil ? .openblas : .refract, name)
+            // Never a kernel set whose instructions the CPU lacks.
+            if let core = choice.core, let needs = OpenBLASCoreRule.table.first(where: { $0.core == core })?.needs {
+                XCTAssertTrue(needs.allSatisfy(cpu.flags.contains), name)
+                XCTAssertEqual(choice.decidingFlags, needs, name)
+            }
+        }
+    }
+
+    func testOpenBLASCoreRuleRespectsTheUser() {
+        let cpu = CPUFeatures.parse(cpuinfo: Self.cpuinfo("AuthenticAMD", family: 25, model: 1, name: "Zen 3", flags: "avx avx2 fma"))
+        let user = OpenBLASCoreRule.choose(cpu: cpu, environment: ["OPENBLAS_CORETYPE": "Zen"])
+        XCTAssertEqual(user.core, "Zen")
+        XCTAssertEqual(user.source, .user)
+        let unsafe = OpenBLASCoreRule.choose(cpu: cpu, environment: ["OPENBLAS_CORETYPE": "SkylakeX"])
+        XCTAssertEqual(unsafe.core, "SkylakeX", "the user's choice stands")
+        XCTAssertTrue(unsafe.reason.contains("lacks avx512f"), unsafe.reason)
+        let keep = OpenBLASCoreRule.choose(cpu: cpu, environment: ["REFRACT_KEEP_BLAS_CORETYPE": "1"])
+        XCTAssertNil(keep.core)
+        XCTAssertEqual(keep.source, .openblas)
+        XCTAssertEqual(OpenBLASCoreRule.choose(cpu: cpu, environment: ["OPENBLAS_CORETYPE": ""]).core, "Haswell")
+    }
+
+    func testCPUFeaturesOfThisMachineAgreeWithCPUID() {
+        // The rule's flags in `current` are those both /proc/cpuinfo and CPUID + XGETBV report.
+        let current = CPUFeatures.current
+        #if arch(x86_64)
+        let cpuid = CPUFeatures.cpuidFlags()
+        for flag in CPUFeatures.ruleFlags where current.flags.contains(flag) {
+            XCTAssertTrue(cpuid.contains(flag), flag)
+        }
+        XCTAssertTrue(cpuid.isSubset(of: Set(CPUFeatures.ruleFlags)))
+        #endif
+        #if os(Linux)
+        let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let parsed = CPUFeatures.parse(cpuinfo: text)
+        XCTAssertEqual(current.modelName, parsed.modelName)
+        XCTAssertTrue(current.flags.isSubset(of: parsed.flags))
+        #endif
     }
 
     func testBLASInfoIsReported() throws {
         let info = try BLAS.load()
         XCTAssertFalse(info.library.isEmpty)
         XCTAssertGreaterThanOrEqual(info.threads, 1)
+        let labels = info.reportLines.map(\.label)
+        XCTAssertEqual(labels, ["CPU", "CPU flags (rule)", "BLAS library", "BLAS core", "BLAS threads"])
+        // The choice matches the environment this process started with.
+        let expected = OpenBLASCoreRule.choose(cpu: info.cpu, environment: ProcessInfo.processInfo.environment)
+        if info.coreChoice.source == .refract {
+            XCTAssertNil(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], "Refract's setting is removed after loading")
+        } else {
+            XCTAssertEqual(info.coreChoice, expected)
+        }
     }
 }
 

@@ -20,4 +20,18 @@ void rf_quick_gelu(float *x, size_t n);
 void rf_softmax_rows(float *x, size_t rows, size_t cols, size_t ld, float scale, int causal, size_t row_offset);
 /* Row-wise LayerNorm (biased variance, two passes): y = (x - mean) / sqrt(var + eps) * g + b. y may alias x. */
 void rf_layer_norm(const float *x, float *y, size_t rows, size_t d, const float *g, const float *b, float eps);
+
+/* Instruction-set features the CPU has and the operating system has enabled (CPUID with the
+   XGETBV check, as the compiler's run-time dispatch sees them), as RF_CPU_* bits; 0 off x86-64. */
+#define RF_CPU_AVX 1
+#define RF_CPU_AVX2 2
+#define RF_CPU_FMA 4
+#define RF_CPU_AVX512F 8
+#define RF_CPU_AVX512CD 16
+#define RF_CPU_AVX512BW 32
+#define RF_CPU_AVX512DQ 64
+#define RF_CPU_AVX512VL 128
+#define RF_CPU_AVX512BF16 256
+#define RF_CPU_SSE3 512
+unsigned rf_cpu_features(void);
 #endif
