@@ -14,6 +14,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // SHA-256 of weights and shards (BoringSSL on Linux, with the CPU's SHA extensions; CryptoKit on macOS).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Thin C shims over libjpeg-turbo and libpng (setjmp-based error handling cannot live in Swift).
@@ -33,7 +35,7 @@ let package = Package(
         // safetensors (strict), model directories, Hugging Face cache and downloader, SHA-256.
         .target(
             name: "RefractCheckpoint",
-            dependencies: ["RefractTensor"]
+            dependencies: ["RefractTensor", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Image decoding (JPEG, PNG) and checkpoint-tied preprocessing (PIL-compatible resize).
         .target(name: "RefractImage", dependencies: ["CRefractCodecs", "RefractTensor"]),

@@ -29,13 +29,18 @@ static double peak_avx2(long iterations) {
     return (double)iterations * CHAINS * 8 * 2 + (sink == 12345.f ? 1 : 0);
 }
 
-double refract_peak_fma(long iterations, int *width_out) {
+double refract_peak_fma(long iterations, int *width_out) { return refract_peak_fma_width(iterations, 16, width_out); }
+
+double refract_peak_fma_width(long iterations, int max_width, int *width_out) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) { *width_out = 16; return peak_avx512(iterations); }
+    if (max_width >= 16 && __builtin_cpu_supports("avx512f")) { *width_out = 16; return peak_avx512(iterations); }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { *width_out = 8; return peak_avx2(iterations); }
     *width_out = 0;
     return 0;
 }
 #else
 double refract_peak_fma(long iterations, int *width_out) { (void)iterations; *width_out = 0; return 0; }
+double refract_peak_fma_width(long iterations, int max_width, int *width_out) {
+    (void)iterations; (void)max_width; *width_out = 0; return 0;
+}
 #endif

@@ -36,6 +36,27 @@ public struct CPUFeatures: Sendable, Codable, Equatable {
         self.modelName = modelName; self.vendor = vendor; self.family = family; self.model = model; self.flags = flags
     }
 
+    private enum CodingKeys: String, CodingKey { case modelName, vendor, family, model, flags }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelName = try c.decode(String.self, forKey: .modelName)
+        vendor = try c.decode(String.self, forKey: .vendor)
+        family = try c.decodeIfPresent(Int.self, forKey: .family)
+        model = try c.decodeIfPresent(Int.self, forKey: .model)
+        flags = Set(try c.decode([String].self, forKey: .flags))
+    }
+
+    /// Flags are written sorted, so the JSON of one machine is always the same.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(modelName, forKey: .modelName)
+        try c.encode(vendor, forKey: .vendor)
+        try c.encodeIfPresent(family, forKey: .family)
+        try c.encodeIfPresent(model, forKey: .model)
+        try c.encode(flags.sorted(), forKey: .flags)
+    }
+
     /// The flags the kernel-set rule looks at, in /proc/cpuinfo spelling.
     public static let ruleFlags = ["avx", "avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"]
 

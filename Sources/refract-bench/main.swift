@@ -38,13 +38,14 @@ struct Arguments {
     static let usage = """
         usage: refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
                              [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
-                             [--textspan-images N]
+                             [--textspan-images N] [--image-cases b16-1,b16-8,l14-1,l14-8]
           --only             comma-separated sections: \(Section.allCases.map(\.rawValue).joined(separator: ", "))
                              (default: all but memory, textspan and textspan-run; --only decompose runs in a few minutes)
           --rounds N         minimum interleaved rounds per batch size in the decompose section
           --memory-images N  also run the memory section over N images (the issue's figure: 2000)
           --refract PATH     the refract binary for the memory section (default: next to refract-bench)
           --textspan-images N  images of the textspan-run section's synthetic run (default 50000, ~4.9 GB on disk)
+          --image-cases L    image-tower cases to run (default all: b16-1,b16-8,l14-1,l14-8)
         """
 
     var quick = false
@@ -57,6 +58,8 @@ struct Arguments {
     var memoryImages: Int?
     var refract: String?
     var textspanImages = TextSpanRunBench.defaultImages
+    /// Image-tower cases to run ("b16-1", "b16-8", "l14-1", "l14-8"); nil: all.
+    var imageCases: Set<String>?
 
     init(_ argv: [String]) throws {
         var it = argv.dropFirst().makeIterator()
@@ -85,6 +88,9 @@ struct Arguments {
             case "--memory-images": memoryImages = try int(a)
             case "--refract": refract = it.next()
             case "--textspan-images": textspanImages = try int(a)
+            case "--image-cases":
+                guard let list = it.next() else { throw BenchError("--image-cases needs a list such as b16-1,l14-8") }
+                imageCases = Set(list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             case "-h", "--help":
                 print(Self.usage)
                 exit(0)
@@ -143,6 +149,8 @@ struct Results: Codable {
     var sections: [Section]
     var peakGFLOPS: Double?
     var vectorWidth: Int?
+    /// The widest vectors' peak, when `peakGFLOPS` is a narrower kernel set's.
+    var widestPeakGFLOPS: Double?
     var sgemm: [String: Double] = [:]
     var imagesPerSecond: [String: Double] = [:]
     var promptsPerSecond: Double?
@@ -158,18 +166,30 @@ struct Results: Codable {
     var loadavgEnd: [Double]?
 }
 
-func peakGFLOPS(threads: Int, seconds: Double) -> (Double, Int) {
+/// FP32 peak of an FMA loop on `threads` cores with vectors at most `maxWidth` floats wide:
+/// (GFLOP/s, the width used).
+func peakGFLOPS(threads: Int, seconds: Double, maxWidth: Int = 16) -> (Double, Int) {
     var width: Int32 = 0
-    _ = refract_peak_fma(1000, &width)
+    _ = refract_peak_fma_width(1000, Int32(maxWidth), &width)
     let iterations = 20_000_000
     let t = measure(minSeconds: seconds, minRuns: 2) {
         Parallel.forEach(threads) { _ in
             var w: Int32 = 0
-            _ = refract_peak_fma(iterations, &w)
+            _ = refract_peak_fma_width(iterations, Int32(maxWidth), &w)
         }
     }
     let flopsPerThread = Double(iterations) * 12 * Double(width) * 2
     return (flopsPerThread * Double(threads) / t / 1e9, Int(width))
+}
+
+/// The vector width (floats) of an OpenBLAS kernel set's sgemm kernels, where known: the peak
+/// its shares are measured against.
+func kernelVectorWidth(core: String) -> Int? {
+    switch core.lowercased() {
+    case "skylakex", "cooperlake", "sapphirerapids": return 16
+    case "haswell", "zen", "sandybridge", "excavator", "steamroller", "piledriver", "bulldozer": return 8
+    default: return nil
+    }
 }
 
 func sgemmGFLOPS(m: Int, n: Int, k: Int, seconds: Double) -> Double {
@@ -271,6 +291,16 @@ func main() throws {
         let (peak, width) = peakGFLOPS(threads: threads, seconds: seconds)
         (r.peakGFLOPS, r.vectorWidth) = (peak, width)
         print("\nFP32 peak (FMA loop, \(width)-wide, \(threads) threads): \(fmt(peak, 1)) GFLOP/s")
+        // A kernel set narrower than the CPU's widest vectors (Haswell on an AVX-512 CPU) is
+        // measured against the peak of its own width.
+        if let kw = kernelVectorWidth(core: r.blas.coreName), kw < width {
+            let (narrow, w) = peakGFLOPS(threads: threads, seconds: seconds, maxWidth: kw)
+            (r.peakGFLOPS, r.vectorWidth, r.widestPeakGFLOPS) = (narrow, w, peak)
+            print("FP32 peak at the \(r.blas.coreName) kernels' width (\(w)-wide): \(fmt(narrow, 1)) GFLOP/s; shares below are of this")
+        }
+        if let p = r.peakGFLOPS {
+            print("ViT-B/16 image limit at this peak (35.1 GFLOP per image): \(fmt(p / 35.1)) images/s")
+        }
     }
 
     if run.contains(.sgemm) {
@@ -288,14 +318,19 @@ func main() throws {
 
     if run.contains(.image) {
         print("\nImage tower, 224 px, random weights (images/s)")
-        for (name, arch) in [("ViT-B-16", CLIPArchitecture.vitB16), ("ViT-L-14", CLIPArchitecture.vitL14)] {
+        for (name, arch, key) in [("ViT-B-16", CLIPArchitecture.vitB16, "b16"), ("ViT-L-14", CLIPArchitecture.vitL14, "l14")] {
+            let batches = [1, 8].filter { args.imageCases?.contains("\(key)-\($0)") ?? true }
+            if batches.isEmpty { continue }
             let tower = try CLIPVisionTower(weights: RandomWeights(seed: 1), architecture: arch)
-            for b in [1, 8] {
-                if args.quick && name == "ViT-L-14" && b == 8 { continue }
+            for b in batches {
+                if args.quick && args.imageCases == nil && name == "ViT-L-14" && b == 8 { continue }
                 let images = randomImages(b, size: 224)
                 let t = measure(minSeconds: seconds, minRuns: 2) { _ = tower(images) }
                 r.imagesPerSecond["\(name) batch \(b)"] = Double(b) / t
-                print("  \(name) batch \(b): \(fmt(Double(b) / t))")
+                // Share of the peak-derived limit: 35.1 GFLOP per ViT-B/16 image, 162 per ViT-L/14 image.
+                let gflop = name == "ViT-B-16" ? 35.1 : 162.0
+                print("  \(name) batch \(b): \(fmt(Double(b) / t))"
+                      + (r.peakGFLOPS.map { "  (\(fmt(100 * Double(b) / t * gflop / $0, 0))% of the peak-derived limit)" } ?? ""))
             }
         }
     }
@@ -336,7 +371,10 @@ func main() throws {
 
     // Reference cases for the sections that ran, in one Python process.
     var cases = [String]()
-    if run.contains(.image) { cases += ["vit-b-16-b1", "vit-b-16-b8", "vit-l-14-b1", "vit-l-14-b8"] }
+    if run.contains(.image) {
+        let all = [("b16-1", "vit-b-16-b1"), ("b16-8", "vit-b-16-b8"), ("l14-1", "vit-l-14-b1"), ("l14-8", "vit-l-14-b8")]
+        cases += all.filter { args.imageCases?.contains($0.0) ?? true }.map(\.1)
+    }
     if run.contains(.text) { cases += ["text-b-16"] }
     if run.contains(.decompose) {
         if !cases.contains("vit-b-16-b8") { cases += ["vit-b-16-b8"] }
