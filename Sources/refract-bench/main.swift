@@ -30,7 +30,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
-    case segment, retrieve
+    case segment, retrieve, hash
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -160,6 +160,7 @@ struct Results: Codable {
     var textspanRun: TextSpanRunBenchResults?
     var segment: SegmentBenchResults?
     var retrieve: RetrieveBenchResults?
+    var hash: HashBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -367,6 +368,10 @@ func main() throws {
 
     if run.contains(.retrieve) {
         r.retrieve = try RetrieveBench.run(quick: args.quick, threads: threads)
+    }
+
+    if run.contains(.hash) {
+        r.hash = try HashBench.run(quick: args.quick)
     }
 
     // Reference cases for the sections that ran, in one Python process.
