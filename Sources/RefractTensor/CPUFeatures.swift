@@ -17,7 +17,7 @@
 // Lake, Ice Lake, Cooper Lake and Sapphire Rapids use the SkylakeX sgemm kernels; Haswell to
 // Alder Lake and Zen 1-3 the Haswell ones), so naming them never does worse than its own choice.
 // Cooperlake adds only bfloat16 GEMM (sbgemm), which Refract does not call; its sgemm is
-// SkylakeX's, measured equal (README, Speed), so SkylakeX is named on bf16 parts too.
+// SkylakeX's, measured equal (docs/Speed.md), so SkylakeX is named on bf16 parts too.
 
 import CRefractKernels
 import Foundation

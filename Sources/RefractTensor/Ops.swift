@@ -42,7 +42,7 @@ public enum Ops {
     /// the product is large, the N output columns (W's rows) are split into one contiguous block per
     /// core, each computed with single-threaded BLAS: every core packs only its own block of W, and
     /// no core waits on OpenBLAS's per-panel synchronisation (measured faster at batch 1 than
-    /// OpenBLAS's own threading; README, Speed). Each output element is computed by one call over
+    /// OpenBLAS's own threading; docs/Speed.md). Each output element is computed by one call over
     /// the full K either way.
     static func gemmSplitOverColumns(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                      beta: Float, c: UnsafeMutablePointer<Float>) {
