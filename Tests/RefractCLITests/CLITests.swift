@@ -37,7 +37,8 @@ final class CLITests: XCTestCase {
     struct Run { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs with a time limit (a hang fails the test instead of blocking CI).
-    func refract(_ args: [String], timeout: TimeInterval = 120, environment extra: [String: String] = [:]) throws -> Run {
+    func refract(_ args: [String], timeout: TimeInterval = 120, environment extra: [String: String] = [:],
+                 unsetting removed: Set<String> = []) throws -> Run {
         let p = Process()
         p.executableURL = Self.binary
         p.arguments = args
@@ -45,6 +46,7 @@ final class CLITests: XCTestCase {
         env["HF_HUB_OFFLINE"] = "1"
         env["HF_HUB_CACHE"] = scratch.appendingPathComponent("hf-cache").path
         env.merge(extra) { $1 }
+        for name in removed { env[name] = nil }
         p.environment = env
         // Output goes to files: no pipe can fill up and block the child.
         let outURL = scratch.appendingPathComponent("stdout-\(UUID().uuidString)")
@@ -90,6 +92,34 @@ final class CLITests: XCTestCase {
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         XCTAssertNotNil(json["blasCore"] as? String)
         XCTAssertGreaterThanOrEqual(json["blasThreads"] as? Int ?? 0, 1)
+        XCTAssertNotNil((json["cpu"] as? [String: Any])?["modelName"] as? String)
+        XCTAssertNotNil((json["blasCoreChoice"] as? [String: Any])?["source"] as? String)
+    }
+
+    /// Who chose the kernel set, as `refract env` says it: the user's OPENBLAS_CORETYPE wins,
+    /// REFRACT_KEEP_BLAS_CORETYPE=1 keeps OpenBLAS's own, otherwise the CPU's flags decide.
+    func testEnvSaysWhoChoseTheKernelSet() throws {
+        let keys: Set<String> = ["OPENBLAS_CORETYPE", "REFRACT_KEEP_BLAS_CORETYPE"]
+        let user = try refract(["env"], environment: ["OPENBLAS_CORETYPE": "Prescott"], unsetting: ["REFRACT_KEEP_BLAS_CORETYPE"])
+        XCTAssertEqual(user.status, 0, user.stderr)
+        XCTAssertTrue(user.stdout.contains("set by the user: OPENBLAS_CORETYPE=Prescott"), user.stdout)
+        XCTAssertTrue(user.stdout.contains("CPU:"), user.stdout)
+        let keep = try refract(["env"], environment: ["REFRACT_KEEP_BLAS_CORETYPE": "1"], unsetting: ["OPENBLAS_CORETYPE"])
+        XCTAssertEqual(keep.status, 0, keep.stderr)
+        XCTAssertTrue(keep.stdout.contains("own choice: REFRACT_KEEP_BLAS_CORETYPE=1"), keep.stdout)
+        let rule = try refract(["env", "--json"], unsetting: keys)
+        XCTAssertEqual(rule.status, 0, rule.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(rule.stdout.utf8)) as! [String: Any]
+        let choice = try XCTUnwrap(json["blasCoreChoice"] as? [String: Any])
+        let flags = Set((json["cpu"] as? [String: Any])?["flags"] as? [String] ?? [])
+        let expected = OpenBLASCoreRule.table.first { $0.needs.allSatisfy(flags.contains) }?.core
+        XCTAssertEqual(choice["core"] as? String, expected)
+        XCTAssertEqual(choice["source"] as? String, expected == nil ? "openblas" : "refract")
+        #if os(Linux)
+        if let expected, (json["blasLibrary"] as? String)?.contains("openblas") == true {
+            XCTAssertEqual(json["blasCore"] as? String, expected, "OpenBLAS runs the kernel set Refract named")
+        }
+        #endif
     }
 
     func testEmbedImagesWritesNormalisedRowsAndPaths() throws {
