@@ -34,4 +34,8 @@ void rf_layer_norm(const float *x, float *y, size_t rows, size_t d, const float 
 #define RF_CPU_AVX512BF16 256
 #define RF_CPU_SSE3 512
 unsigned rf_cpu_features(void);
+/* Index of the first element of x[0..<n] that is NaN or +-infinity, or n when all are finite.
+   Blocks of 256 are screened with a branch-free (vectorised) test; only a block that holds a bad
+   value is scanned element by element. */
+size_t rf_first_nonfinite(const float *x, size_t n);
 #endif
