@@ -102,6 +102,9 @@ public final class TensorLoader {
     /// Whether the checkpoint has `key`.
     public func contains(_ key: String) -> Bool { owner[key] != nil }
 
+    /// The file holding `key`, if present.
+    public func path(of key: String) -> String? { owner[key]?.path }
+
     /// Header entry for `key`, if present.
     public func info(_ key: String) -> SafetensorsTensorInfo? { owner[key]?.tensors[key] }
 
@@ -120,13 +123,33 @@ public final class TensorLoader {
         return try take(key)
     }
 
-    /// Takes a float tensor of whatever shape the file declares.
+    /// Takes a float tensor of whatever shape the file declares. Every value must be finite: a NaN
+    /// or ±infinity is an `invalidEntry` error naming the file, the key, the first bad element's
+    /// index and its value (one vectorised pass over the widened data; see docs/Checkpoints.md).
     public func take(_ key: String) throws -> Tensor {
         let f = try file(for: key)
         let t = try f.floatTensor(key)
-        used.insert(key)
         if releasesPagesAfterTake { f.releasePages(of: key) }
+        if let bad = t.firstNonFinite() {
+            throw CheckpointError.invalidEntry(path: f.path, key: key, reason: Self.nonFiniteReason(bad, shape: t.shape))
+        }
+        used.insert(key)
         return t
+    }
+
+    /// "holds NaN at flat index 7 (element [1, 3] of shape [2, 4]); ..." for `invalidEntry`.
+    static func nonFiniteReason(_ bad: NonFiniteValue, shape: [Int]) -> String {
+        "holds \(bad.valueText) at flat index \(bad.index) (element \(Tensor.position(ofFlatIndex: bad.index, in: shape)) "
+            + "of shape \(shape)); a checkpoint's weights must all be finite (the file is damaged, or was saved "
+            + "from a diverged training run)"
+    }
+
+    /// Elements of every F32/F16/BF16 tensor in the files, from the headers alone (nothing is read):
+    /// what a model's configuration implies can be compared with it before any weight is loaded.
+    public var floatElementCount: Int {
+        files.reduce(0) { total, f in
+            f.tensors.values.reduce(total) { $1.dtype.isConvertibleToFloat32 ? $0 + $1.elementCount : $0 }
+        }
     }
 
     /// Takes a float tensor if the checkpoint has it (still shape-checked), else returns nil.

@@ -84,6 +84,52 @@ final class TensorLoaderTests: XCTestCase {
         assertCheckpointError(try TensorLoader(files: [a, b]), contains: ["'w'", a.path, b.path])
     }
 
+    // MARK: Non-finite weights
+
+    func testNaNAndInfinityAreRefusedWithKeyIndexAndValue() throws {
+        let dir = try makeTempDirectory(self)
+        for dtype: SafetensorsDType in [.f32, .f16, .bf16] {
+            for (bad, text) in [(Float.nan, "NaN"), (.infinity, "+infinity"), (-.infinity, "-infinity")] {
+                var values = (0..<24).map { Float($0) }
+                values[13] = bad
+                values[20] = .nan                                           // only the first is reported
+                var w = SafetensorsWriter()
+                try w.add("blocks.0.fc1.weight", float32: values, shape: [4, 6], as: dtype)
+                try w.add("fine", float32: [1, 2], shape: [2], as: dtype)
+                let url = dir.appendingPathComponent("bad-\(dtype.rawValue)-\(text).safetensors")
+                try w.write(to: url)
+                let loader = try TensorLoader(files: [url])
+                XCTAssertEqual(try loader.take("fine", shape: [2]).data, [1, 2])
+                assertCheckpointError(try loader.take("blocks.0.fc1.weight", shape: [4, 6]),
+                                      contains: [url.path, "'blocks.0.fc1.weight'", "holds \(text)", "flat index 13",
+                                                 "[2, 1]", "[4, 6]"]) {
+                    if case .invalidEntry = $0 { return true } else { return false }
+                }
+                XCTAssertEqual(loader.unusedKeys, ["blocks.0.fc1.weight"], "a refused tensor is not marked used")
+            }
+        }
+        // A float32 value beyond float16's range becomes infinity when stored as F16: refused on load.
+        var w = SafetensorsWriter()
+        try w.add("big", float32: [1, 1e6], shape: [2], as: .f16)
+        let url = dir.appendingPathComponent("overflow.safetensors")
+        try w.write(to: url)
+        assertCheckpointError(try TensorLoader(files: [url]).take("big"), contains: ["'big'", "+infinity", "flat index 1"])
+    }
+
+    func testFloatElementCountComesFromTheHeaders() throws {
+        let dir = try makeTempDirectory(self)
+        let url = try makeFile(dir, "m.safetensors", [("w", [2, 3]), ("b", [3])], dtype: .f16)
+        var w = SafetensorsWriter()
+        try w.add("position_ids", int64: [0, 1, 2], shape: [1, 3])
+        try w.add("s", float32: [1], shape: [])
+        let url2 = dir.appendingPathComponent("extra.safetensors")
+        try w.write(to: url2)
+        let loader = try TensorLoader(files: [url, url2])
+        XCTAssertEqual(loader.floatElementCount, 6 + 3 + 1)
+        XCTAssertEqual(loader.path(of: "s"), url2.path)
+        XCTAssertNil(loader.path(of: "nope"))
+    }
+
     // MARK: Sharded checkpoints
 
     private func writeIndex(_ dir: URL, _ map: [String: String]) throws -> URL {
