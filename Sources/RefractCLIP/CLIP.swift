@@ -54,10 +54,18 @@ public final class CLIP: Sendable {
             throw ConfigError(file: configURL.path, message: "the tokenizer has \(tokenizer.vocabularySize) tokens but the "
                 + "text tower's vocabulary has \(architecture.vocabSize) rows")
         }
+        // Validated config → memory budget → read, each tensor's shape checked (against the
+        // validated config) before its data is read, so nothing is allocated from a wrong header.
+        try ModelMemoryBudget.check(parameters: architecture.parameterCount, configFile: configURL.path)
         let loader = try location.makeTensorLoader()
         vision = try CLIPVisionTower(source: loader, layout: layout, arch: architecture)
         text = try CLIPTextTower(source: loader, layout: layout, arch: architecture)
-        logitScale = try loader.take(CLIPCheckpointKeys.text(layout).logitScale, shape: []).data[0]
+        let scaleKey = CLIPCheckpointKeys.text(layout).logitScale
+        logitScale = try loader.take(scaleKey, shape: []).data[0]
+        guard ConfigLimits.logitScale.contains(Double(logitScale)) else {
+            throw CheckpointError.invalidEntry(path: loader.path(of: scaleKey) ?? directory.path, key: scaleKey, reason: "value \(logitScale) is outside \(ConfigLimits.logitScale) "
+                                                + "(exp(logit_scale) multiplies similarities; OpenCLIP clamps it at ln 100 ≈ 4.6)")
+        }
         for key in CLIPCheckpointKeys.ignorable(layout) { loader.ignore(key) }
         try loader.finish()
     }
@@ -130,6 +138,7 @@ extension CLIP {
     /// Decodes, preprocesses and embeds image files in batches: [N, D'] raw embeddings, rows in
     /// the order of `files`. Decoding runs in parallel; the first unreadable file stops the run
     /// with an `ImageError` naming it. `progress` receives the number of images done.
+    /// A NaN or ±infinity in an embedding stops the run with a `NonFiniteError` naming the file.
     public func encodeImageFiles(_ files: [URL], batchSize: Int = 8, progress: ((Int) -> Void)? = nil) throws -> Tensor {
         var rows = [Float]()
         rows.reserveCapacity(files.count * architecture.embedDim)
@@ -137,11 +146,44 @@ extension CLIP {
         while start < files.count {
             let batch = Array(files[start..<min(start + batchSize, files.count)])
             let pixels = try preprocessFiles(batch)
-            rows += vision(pixels).data
+            let embeddings = vision(pixels)
+            try requireFinite(embeddings, kind: "image embedding", rows: batch.map(\.path))
+            rows += embeddings.data
             start += batch.count
             progress?(start)
         }
         return Tensor(shape: [files.count, architecture.embedDim], data: rows)
+    }
+
+    /// Text embeddings [N, D'] as `encodeTexts`, refusing a NaN or ±infinity with a
+    /// `NonFiniteError` naming the text (`labels[i]`, e.g. "line 3 of texts.txt", when given).
+    public func encodeTextsChecked(_ texts: [String], labels: [String]? = nil, batchSize: Int = 256,
+                                   progress: ((Int) -> Void)? = nil) throws -> Tensor {
+        let e = encodeTexts(texts, batchSize: batchSize, progress: progress)
+        try requireFinite(e, kind: "text embedding", rows: labels ?? texts.map { "'\($0)'" })
+        return e
+    }
+
+    /// A zero-shot classifier whose class embeddings are all finite (else a `NonFiniteError`
+    /// naming the class and its prompts).
+    public func zeroShotClassifierChecked(classes: [String], templates: [String] = ZeroShotClassifier.defaultTemplates)
+        throws -> ZeroShotClassifier {
+        let prompts = ZeroShotClassifier.prompts(classes: classes, templates: templates)
+        let labels = prompts.map { "'\($0)'" }
+        let e = try encodeTextsChecked(prompts, labels: labels)
+        return ZeroShotClassifier(classes: classes, templates: templates, textEmbeddings: e)
+    }
+
+    /// Refuses embeddings [N, D'] holding a NaN or ±infinity, naming row `rows[i]`: nothing built
+    /// from such a row (a file, a score, a ranking) would mean anything.
+    public func requireFinite(_ embeddings: Tensor, kind: String, rows: [String]) throws {
+        guard let bad = embeddings.firstNonFinite() else { return }
+        let d = max(embeddings.shape.last ?? 1, 1)
+        let row = bad.index / d
+        throw NonFiniteError(source: row < rows.count ? rows[row] : "row \(row)", subject: "the \(kind) (row \(row))",
+                             bad: bad, shape: embeddings.shape,
+                             note: "the model \(id) computes non-finite values for this input (its weights are "
+                                + "finite, so an intermediate value overflowed float32)")
     }
 
     /// Decodes and preprocesses files in parallel: [3, S, S] each.

@@ -5,6 +5,7 @@
 // transformers `config.json`). Preprocessing belongs to the checkpoint too (see CLIPPreprocessing).
 
 import Foundation
+import RefractCheckpoint
 import RefractTensor
 
 /// Architecture of one transformer tower.
@@ -142,30 +143,42 @@ extension OpenCLIPConfigFile {
         if t.proj_bias == true { throw unsupported("text projection bias") }
         if t.embed_cls == true { throw unsupported("embed_cls") }
         if t.no_causal_mask == true { throw unsupported("no_causal_mask") }
-        guard let imageSize = (v.image_size ?? .one(224)).square else { throw unsupported("non-square image_size") }
-        guard let patch = (v.patch_size ?? .one(16)).square else { throw unsupported("non-square patch_size") }
-        guard imageSize % patch == 0 else {
-            throw ConfigError(file: file, message: "image_size \(imageSize) is not a multiple of patch_size \(patch)")
-        }
+        guard let rawImage = (v.image_size ?? .one(224)).square else { throw unsupported("non-square image_size") }
+        guard let rawPatch = (v.patch_size ?? .one(16)).square else { throw unsupported("non-square patch_size") }
+        // Every number is checked against ConfigLimits before it is used in any arithmetic.
+        let b = ConfigBounds(file: file)
+        let vk = "model_cfg.vision_cfg.", tk = "model_cfg.text_cfg."
+        let imageSize = try b.int(vk + "image_size", rawImage, in: ConfigLimits.imageSize)
+        let patch = try b.int(vk + "patch_size", rawPatch, in: ConfigLimits.patchSize)
+        try b.multiple(vk + "image_size", imageSize, of: vk + "patch_size", patch)
+        _ = try b.derived(vk + "image_size / patch_size", imageSize / patch, in: ConfigLimits.gridSide)
         let act: Ops.Activation = model_cfg.quick_gelu == true ? .quickGELU : .gelu
-        let vWidth = v.width ?? 768, vLayers = v.layers ?? 12, headWidth = v.head_width ?? 64
-        guard vWidth % headWidth == 0 else {
-            throw ConfigError(file: file, message: "vision width \(vWidth) is not a multiple of head_width \(headWidth)")
-        }
-        let tWidth = t.width ?? 512, tHeads = t.heads ?? 8
-        guard tWidth % tHeads == 0 else {
-            throw ConfigError(file: file, message: "text width \(tWidth) is not a multiple of heads \(tHeads)")
-        }
-        let vEps = Float(v.norm_kwargs?["eps"] ?? 1e-5), tEps = Float(t.norm_kwargs?["eps"] ?? 1e-5)
+        let vWidth = try b.int(vk + "width", v.width, default: 768, in: ConfigLimits.width)
+        let vLayers = try b.int(vk + "layers", v.layers, default: 12, in: ConfigLimits.layers)
+        let headWidth = try b.int(vk + "head_width", v.head_width, default: 64, in: ConfigLimits.headWidth)
+        try b.multiple(vk + "width", vWidth, of: vk + "head_width", headWidth)
+        let vHeads = try b.derived(vk + "width / head_width", vWidth / headWidth, in: ConfigLimits.heads)
+        let vRatio = try b.double(vk + "mlp_ratio", v.mlp_ratio, default: 4, in: ConfigLimits.mlpRatio)
+        let vMLP = try b.derived(vk + "width × mlp_ratio", Int(Double(vWidth) * vRatio), in: ConfigLimits.mlpWidth)
+        let vEps = try b.double(vk + "norm_kwargs.eps", v.norm_kwargs?["eps"], default: 1e-5, in: ConfigLimits.layerNormEps)
+        let tWidth = try b.int(tk + "width", t.width, default: 512, in: ConfigLimits.width)
+        let tLayers = try b.int(tk + "layers", t.layers, default: 12, in: ConfigLimits.layers)
+        let tHeads = try b.int(tk + "heads", t.heads, default: 8, in: ConfigLimits.heads)
+        try b.multiple(tk + "width", tWidth, of: tk + "heads", tHeads)
+        _ = try b.derived(tk + "width / heads", tWidth / tHeads, in: ConfigLimits.headWidth)
+        let tRatio = try b.double(tk + "mlp_ratio", t.mlp_ratio, default: 4, in: ConfigLimits.mlpRatio)
+        let tMLP = try b.derived(tk + "width × mlp_ratio", Int(Double(tWidth) * tRatio), in: ConfigLimits.mlpWidth)
+        let tEps = try b.double(tk + "norm_kwargs.eps", t.norm_kwargs?["eps"], default: 1e-5, in: ConfigLimits.layerNormEps)
+        let context = try b.int(tk + "context_length", t.context_length, default: 77, in: ConfigLimits.contextLength)
+        let vocab = try b.int(tk + "vocab_size", t.vocab_size, default: 49408, in: ConfigLimits.vocabSize)
+        let embedDim = try b.int("model_cfg.embed_dim", model_cfg.embed_dim, in: ConfigLimits.embedDim)
         return CLIPArchitecture(
-            vision: TowerArchitecture(width: vWidth, layers: vLayers, heads: vWidth / headWidth,
-                                      mlpWidth: Int(Double(vWidth) * (v.mlp_ratio ?? 4)), layerNormEps: vEps,
-                                      activation: act),
+            vision: TowerArchitecture(width: vWidth, layers: vLayers, heads: vHeads, mlpWidth: vMLP,
+                                      layerNormEps: Float(vEps), activation: act),
             imageSize: imageSize, patchSize: patch,
-            text: TowerArchitecture(width: tWidth, layers: t.layers ?? 12, heads: tHeads,
-                                    mlpWidth: Int(Double(tWidth) * (t.mlp_ratio ?? 4)), layerNormEps: tEps,
-                                    activation: act),
-            contextLength: t.context_length ?? 77, vocabSize: t.vocab_size ?? 49408, embedDim: model_cfg.embed_dim)
+            text: TowerArchitecture(width: tWidth, layers: tLayers, heads: tHeads, mlpWidth: tMLP,
+                                    layerNormEps: Float(tEps), activation: act),
+            contextLength: context, vocabSize: vocab, embedDim: embedDim)
     }
 }
 
@@ -227,30 +240,61 @@ extension HFCLIPConfigFile {
         if let c = v.num_channels, c != 3 {
             throw ConfigError(file: file, message: "vision num_channels \(c) (only RGB, 3, is supported)")
         }
-        let vWidth = v.hidden_size ?? 768, vHeads = v.num_attention_heads ?? 12
-        let tWidth = t.hidden_size ?? 512, tHeads = t.num_attention_heads ?? 8
-        guard vWidth % vHeads == 0, tWidth % tHeads == 0 else {
-            throw ConfigError(file: file, message: "hidden_size is not a multiple of num_attention_heads")
+        // Every number is checked against ConfigLimits before it is used in any arithmetic.
+        let b = ConfigBounds(file: file)
+        let vk = "vision_config.", tk = "text_config."
+        let imageSize = try b.int(vk + "image_size", v.image_size, default: 224, in: ConfigLimits.imageSize)
+        let patch = try b.int(vk + "patch_size", v.patch_size, default: 32, in: ConfigLimits.patchSize)
+        try b.multiple(vk + "image_size", imageSize, of: vk + "patch_size", patch)
+        _ = try b.derived(vk + "image_size / patch_size", imageSize / patch, in: ConfigLimits.gridSide)
+        func tower(_ k: String, width: Int?, heads: Int?, layers: Int?, mlp: Int?, eps: Double?, act: String?,
+                   defaults: (width: Int, heads: Int, mlp: Int)) throws -> TowerArchitecture {
+            let w = try b.int(k + "hidden_size", width, default: defaults.width, in: ConfigLimits.width)
+            let h = try b.int(k + "num_attention_heads", heads, default: defaults.heads, in: ConfigLimits.heads)
+            try b.multiple(k + "hidden_size", w, of: k + "num_attention_heads", h)
+            _ = try b.derived(k + "hidden_size / num_attention_heads", w / h, in: ConfigLimits.headWidth)
+            return TowerArchitecture(
+                width: w, layers: try b.int(k + "num_hidden_layers", layers, default: 12, in: ConfigLimits.layers), heads: h,
+                mlpWidth: try b.int(k + "intermediate_size", mlp, default: defaults.mlp, in: ConfigLimits.mlpWidth),
+                layerNormEps: Float(try b.double(k + "layer_norm_eps", eps, default: 1e-5, in: ConfigLimits.layerNormEps)),
+                activation: try Self.activation(act, file: file))
         }
-        let imageSize = v.image_size ?? 224, patch = v.patch_size ?? 32
-        guard patch > 0, imageSize % patch == 0 else {
-            throw ConfigError(file: file, message: "image_size \(imageSize) is not a multiple of patch_size \(patch)")
-        }
+        let vision = try tower(vk, width: v.hidden_size, heads: v.num_attention_heads, layers: v.num_hidden_layers,
+                               mlp: v.intermediate_size, eps: v.layer_norm_eps, act: v.hidden_act,
+                               defaults: (768, 12, 3072))
+        let text = try tower(tk, width: t.hidden_size, heads: t.num_attention_heads, layers: t.num_hidden_layers,
+                             mlp: t.intermediate_size, eps: t.layer_norm_eps, act: t.hidden_act,
+                             defaults: (512, 8, 2048))
         return CLIPArchitecture(
-            vision: TowerArchitecture(width: vWidth, layers: v.num_hidden_layers ?? 12, heads: vHeads,
-                                      mlpWidth: v.intermediate_size ?? 3072,
-                                      layerNormEps: Float(v.layer_norm_eps ?? 1e-5),
-                                      activation: try Self.activation(v.hidden_act, file: file)),
-            imageSize: imageSize, patchSize: patch,
-            text: TowerArchitecture(width: tWidth, layers: t.num_hidden_layers ?? 12, heads: tHeads,
-                                    mlpWidth: t.intermediate_size ?? 2048,
-                                    layerNormEps: Float(t.layer_norm_eps ?? 1e-5),
-                                    activation: try Self.activation(t.hidden_act, file: file)),
-            contextLength: t.max_position_embeddings ?? 77, vocabSize: t.vocab_size ?? 49408,
-            embedDim: projection_dim ?? 512)
+            vision: vision, imageSize: imageSize, patchSize: patch, text: text,
+            contextLength: try b.int(tk + "max_position_embeddings", t.max_position_embeddings, default: 77,
+                                     in: ConfigLimits.contextLength),
+            vocabSize: try b.int(tk + "vocab_size", t.vocab_size, default: 49408, in: ConfigLimits.vocabSize),
+            embedDim: try b.int("projection_dim", projection_dim, default: 512, in: ConfigLimits.embedDim))
     }
 }
 
+// MARK: Parameters
+
+extension TowerArchitecture {
+    /// Weights of the tower's residual blocks: per block two LayerNorms, fused q,k,v and the output
+    /// projection (with biases), and the MLP.
+    public var blockParameters: Int {
+        let d = width, f = mlpWidth
+        return layers * (4 * d + 3 * d * d + 3 * d + d * d + d + f * d + f + d * f + d)
+    }
+}
+
+extension CLIPArchitecture {
+    /// Float weights the architecture needs (both towers and the logit scale), computed from the
+    /// configuration alone; every factor is bounded by `ConfigLimits`, so this cannot overflow.
+    public var parameterCount: Int {
+        let d = vision.width, w = text.width
+        let visionRest = d * 3 * patchSize * patchSize + d + visionTokens * d + 4 * d + d * embedDim
+        let textRest = vocabSize * w + contextLength * w + 2 * w + w * embedDim
+        return vision.blockParameters + visionRest + text.blockParameters + textRest + 1
+    }
+}
 
 /// Decodes a JSON config file with errors that name the file and the offending key.
 func decodeConfig<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {

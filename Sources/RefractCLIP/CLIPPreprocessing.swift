@@ -5,6 +5,7 @@
 // in `preprocessor_config.json`. Each library's own rounding conventions are kept.
 
 import Foundation
+import RefractCheckpoint
 import RefractImage
 
 /// transformers `preprocessor_config.json` (CLIPImageProcessor), with the processor's own keys.
@@ -60,10 +61,9 @@ public enum CLIPPreprocessing {
         case let other:
             throw ConfigError(file: file, message: "unsupported preprocess_cfg.resize_mode '\(other)' (shortest, squash)")
         }
-        let mean = p?.mean ?? openAIMean, std = p?.std ?? openAIStd
-        guard mean.count == 3, std.count == 3, mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
-            throw ConfigError(file: file, message: "preprocess_cfg mean/std must have 3 entries, std positive")
-        }
+        let b = ConfigBounds(file: file)
+        let mean = try b.doubles("preprocess_cfg.mean", p?.mean, default: openAIMean, count: 3, in: ConfigLimits.pixelMean)
+        let std = try b.doubles("preprocess_cfg.std", p?.std, default: openAIStd, count: 3, in: ConfigLimits.pixelStd)
         return ImagePreprocessing(imageSize: architecture.imageSize, resizeMode: mode,
                                   shortestEdge: architecture.imageSize, interpolation: interpolation,
                                   mean: mean, std: std, cropRounding: .torchvision)
@@ -75,25 +75,25 @@ public enum CLIPPreprocessing {
             throw ConfigError(file: url.path, message: "missing: a transformers CLIP directory needs preprocessor_config.json")
         }
         let cfg = try decodeConfig(HFPreprocessorConfigFile.self, from: url)
-        func side(_ spec: HFPreprocessorConfigFile.SizeSpec?, key: String) throws -> Int? {
+        let b = ConfigBounds(file: url.path)
+        func side(_ spec: HFPreprocessorConfigFile.SizeSpec?, key: String) throws -> Int {
             switch spec {
-            case .none: return nil
-            case .int(let v): return v
+            case .none: return architecture.imageSize
+            case .int(let v): return try b.int(key, v, in: ConfigLimits.imageSize)
             case .dict(let d):
-                if let s = d["shortest_edge"] { return s }
-                if let h = d["height"], let w = d["width"], h == w { return h }
+                if let s = d["shortest_edge"] { return try b.int(key + ".shortest_edge", s, in: ConfigLimits.imageSize) }
+                if let h = d["height"], let w = d["width"], h == w { return try b.int(key + ".height", h, in: ConfigLimits.imageSize) }
                 throw ConfigError(file: url.path, message: "unsupported \(key) \(d) (need shortest_edge or a square height/width)")
             }
         }
-        let shortest = try side(cfg.size, key: "size") ?? architecture.imageSize
-        let crop = try side(cfg.crop_size, key: "crop_size") ?? architecture.imageSize
+        let shortest = try side(cfg.size, key: "size")
+        let crop = try side(cfg.crop_size, key: "crop_size")
         if cfg.do_resize == false || cfg.do_center_crop == false || cfg.do_normalize == false || cfg.do_rescale == false {
             throw ConfigError(file: url.path, message: "do_resize/do_center_crop/do_rescale/do_normalize set to false is not supported")
         }
-        if let f = cfg.rescale_factor, abs(f - 1.0 / 255.0) > 1e-9 {
+        if let f = cfg.rescale_factor, !(abs(f - 1.0 / 255.0) <= 1e-9) {
             throw ConfigError(file: url.path, message: "rescale_factor \(f) (only 1/255 is supported)")
         }
-        guard shortest > 0 else { throw ConfigError(file: url.path, message: "size must be positive") }
         guard crop == architecture.imageSize else {
             throw ConfigError(file: url.path, message: "crop_size \(crop) differs from the model's image_size \(architecture.imageSize)")
         }
@@ -103,10 +103,8 @@ public enum CLIPPreprocessing {
         case 2: interpolation = .bilinear
         case let other: throw ConfigError(file: url.path, message: "unsupported resample \(other) (2 bilinear, 3 bicubic)")
         }
-        let mean = cfg.image_mean ?? openAIMean, std = cfg.image_std ?? openAIStd
-        guard mean.count == 3, std.count == 3, mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
-            throw ConfigError(file: url.path, message: "image_mean/image_std must have 3 entries, std positive")
-        }
+        let mean = try b.doubles("image_mean", cfg.image_mean, default: openAIMean, count: 3, in: ConfigLimits.pixelMean)
+        let std = try b.doubles("image_std", cfg.image_std, default: openAIStd, count: 3, in: ConfigLimits.pixelStd)
         return ImagePreprocessing(imageSize: crop, resizeMode: .shortest, shortestEdge: shortest,
                                   interpolation: interpolation, mean: mean, std: std, cropRounding: .transformers)
     }

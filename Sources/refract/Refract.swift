@@ -106,7 +106,9 @@ struct EmbedTexts: AsyncParsableCommand {
         let lines = try TextLists.readLines(URL(fileURLWithPath: texts))
         let clip = try await modelOptions.load()
         let bar = ProgressBar(label: "texts")
-        let e = clip.encodeTexts(lines) { bar.update(done: $0, total: lines.count) }
+        let e = try clip.encodeTextsChecked(lines, labels: lines.indices.map { "\(texts) line \($0 + 1)" }) {
+            bar.update(done: $0, total: lines.count)
+        }
         bar.finish()
         try normalizeFlag.write(e, to: output)
     }
@@ -160,7 +162,7 @@ struct Classify: AsyncParsableCommand {
         let files = try ImageListing.expand(paths)
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
         let clip = try await modelOptions.load()
-        let classifier = clip.zeroShotClassifier(classes: classNames, templates: templateList)
+        let classifier = try clip.zeroShotClassifierChecked(classes: classNames, templates: templateList)
         let bar = ProgressBar(label: "images")
         let embeddings = try clip.encodeImageFiles(files, batchSize: batchSize) { bar.update(done: $0, total: files.count) }
         bar.finish()
