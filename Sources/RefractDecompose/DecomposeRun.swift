@@ -114,6 +114,15 @@ public enum DecomposeRun {
                 }
                 if !pixels.isEmpty {
                     let result = decomposer(pixels)
+                    // Nothing non-finite reaches a shard: the run stops before this shard is written.
+                    let batchPaths = batchIndices.map { dataset.images[$0].path }
+                    for name in ComponentTensor.allCases {
+                        guard let t = result.tensors[name] else { continue }
+                        try requireFinite(t, name: name.rawValue, images: batchPaths, shard: shard, model: model.id)
+                        if name != .embedding && name != .norm && options.dtype == .float16 {
+                            try requireHalfRange(t, name: name.rawValue, images: batchPaths, shard: shard)
+                        }
+                    }
                     for (name, t) in result.tensors { rows[name.rawValue, default: []] += t.data }
                     indices += batchIndices
                 }
@@ -132,6 +141,42 @@ public enum DecomposeRun {
         try writer.finish()
         return DecomposeRunSummary(images: dataset.images.count, rows: writer.manifest.shards.reduce(0) { $0 + $1.rows },
                                    skipped: writer.manifest.skipped, shardsWritten: written, shardsTotal: ranges.count)
+    }
+
+    /// Refuses a decomposed tensor [B, ...] of a batch that holds a NaN or ±infinity, naming the
+    /// image of its row (`images[b]`), the tensor and the position within the image's tensor.
+    static func requireFinite(_ t: Tensor, name: String, images: [String], shard: Int, model: String) throws {
+        guard let bad = t.firstNonFinite() else { return }
+        let perImage = Array(t.shape.dropFirst())
+        let width = max(perImage.reduce(1, *), 1)
+        let row = bad.index / width
+        throw NonFiniteError(source: row < images.count ? images[row] : "row \(row)",
+                             subject: "the decomposition's '\(name)' tensor",
+                             bad: NonFiniteValue(index: bad.index % width, value: bad.value), shape: perImage,
+                             note: "the model \(model) computes non-finite values for this image (its weights are finite, "
+                                + "so an intermediate value overflowed float32); shard \(shard) was not written")
+    }
+
+    /// Largest magnitude float16 holds; a larger component would be stored as infinity.
+    static let float16Max: Float = 65504
+
+    /// Refuses a component beyond float16's range when the run stores float16 (it would become
+    /// infinity in the shard), naming the image and the tensor.
+    static func requireHalfRange(_ t: Tensor, name: String, images: [String], shard: Int) throws {
+        let bad = t.data.withUnsafeBufferPointer { p -> Int? in
+            var any = false
+            for v in p { any = any || abs(v) > float16Max }
+            return any ? p.firstIndex { abs($0) > float16Max } : nil
+        }
+        guard let i = bad else { return }
+        let perImage = Array(t.shape.dropFirst())
+        let width = max(perImage.reduce(1, *), 1)
+        let row = i / width
+        throw DatasetError(path: row < images.count ? images[row] : "row \(row)",
+                           message: "the decomposition's '\(name)' tensor holds \(t.data[i]) at index "
+                            + "\(Tensor.position(ofFlatIndex: i % width, in: perImage)), beyond float16's range "
+                            + "(±\(Int(float16Max))): it would be stored as infinity; decompose with --dtype float32 "
+                            + "(shard \(shard) was not written)")
     }
 
     /// Decodes and preprocesses in parallel; one result per path, in order.

@@ -97,6 +97,7 @@ public enum MeanAblation {
         var pre = [Double](repeating: 0, count: d), mlp = pre, cls = pre
         var attn = [[Double]](repeating: pre, count: l)
         try reader.forEachShard(required) { rows, t in
+            try StoredValues.requireFinite(reader, rows: rows, tensors: t, purpose: "ablate (means)")
             let pr = t["pre"]!.data, ml = t["mlp"]!.data, at = t["attn"]!.data, ac = t["attn_cls"]!.data
             for r in 0..<rows.count {
                 for j in 0..<d { pre[j] += Double(pr[r * d + j]) }
@@ -145,6 +146,8 @@ public enum MeanAblation {
             throw AblationError(message: "\(classFile): \(classes.count) classes, but the run has \(names.count) "
                 + "(\(names.prefix(3).joined(separator: ", "))...); give one class name per run class, in sorted label order")
         }
+        try StoredValues.requireFinite(classifier, source: classFile, what: "the zero-shot classifier [D', classes]",
+                                       purpose: "ablate")
         let (mapping, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: classes, file: classFile)
         let means = try Self.means(reference)
         let ids = studyIDs(layers: l)
@@ -152,6 +155,7 @@ public enum MeanAblation {
         let extra = ["attn_bias", "readout_bias"].filter { n in reader.manifest.tensors.contains { $0.name == n } }
         var row = 0
         try reader.forEachShard(required + extra) { rows, t in
+            try StoredValues.requireFinite(reader, rows: rows, tensors: t, purpose: "ablate")
             let r = rows.count
             var totals = [Float](repeating: 0, count: r * ids.count * d)                  // [r, studies, D']
             let pr = t["pre"]!.data, ml = t["mlp"]!.data, at = t["attn"]!.data, ac = t["attn_cls"]!.data

@@ -102,11 +102,18 @@ public enum HeadRanking {
         guard text.count == d else {
             throw TextSpanInputError(path: reader.run.path, message: "text direction of width \(text.count), the run's is \(d)")
         }
+        // A NaN direction would normalise to zero and give every head a variance of 0: refuse it.
+        try StoredValues.requireFinite(Tensor(shape: [1, d], data: text), source: reader.run.path,
+                                       what: "the text direction", purpose: "heads")
+        guard text.contains(where: { $0 != 0 }) else {
+            throw TextSpanInputError(path: reader.run.path, message: "the text direction is zero; there is nothing to rank by")
+        }
         let t = Ops.l2Normalized(Tensor(shape: [1, d], data: text)).reshaped([d, 1])             // [D', 1]
         let heads = layers * h
         var sum = [Double](repeating: 0, count: heads), sumSq = sum, norm2 = sum
         var mean = [Double](repeating: 0, count: heads * d)
         try reader.forEachShard(["attn"]) { rows, tensors in
+            try StoredValues.requireFinite(reader, rows: rows, tensors: tensors, purpose: "heads")
             let attn = tensors["attn"]!                                                  // [r, L, H, D']
             let flat = attn.reshaped([rows.count * heads, d])
             let p = Ops.matmul(flat, t)                                                 // [r·L·H, 1]

@@ -125,7 +125,10 @@ public enum TextSpanRun {
         // Per image: the sum of every component, and of attention layers below firstLayer.
         let summed = reader.manifest.tensors.map(\.name).filter { ["pre", "mlp", "attn", "attn_bias", "readout_bias"].contains($0) }
         var base = [Float](repeating: 0, count: n * d), early = base
+        try StoredValues.requireFinite(inputs.classifier, source: inputs.classesFile,
+                                       what: "the zero-shot classifier [D', classes]", purpose: "textspan's accuracy check")
         try reader.forEachShard(summed) { rows, t in
+            try StoredValues.requireFinite(reader, rows: rows, tensors: t, purpose: "textspan's accuracy check")
             for name in summed {
                 let data = t[name]!.data
                 let perRow = data.count / max(rows.count, 1)
