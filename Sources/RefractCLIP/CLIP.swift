@@ -180,8 +180,8 @@ extension CLIP {
         guard let bad = embeddings.firstNonFinite() else { return }
         let d = max(embeddings.shape.last ?? 1, 1)
         let row = bad.index / d
-        throw NonFiniteError(source: row < rows.count ? rows[row] : "row \(row)", subject: "the \(kind) (row \(row))",
-                             bad: bad, shape: embeddings.shape,
+        throw NonFiniteError(source: row < rows.count ? rows[row] : "row \(row)", subject: "the \(kind)",
+                             bad: NonFiniteValue(index: bad.index % d, value: bad.value), shape: [d],
                              note: "the model \(id) computes non-finite values for this input (its weights are "
                                 + "finite, so an intermediate value overflowed float32)")
     }

@@ -184,7 +184,10 @@ public enum ModelMemoryBudget {
         }
     }
 
+    /// "6.30 MiB", "2.00 GiB", "512 bytes".
     static func gib(_ bytes: Int) -> String {
-        String(format: "%.2f GiB", Double(bytes) / Double(1 << 30))
+        if bytes >= 1 << 30 { return String(format: "%.2f GiB", Double(bytes) / Double(1 << 30)) }
+        if bytes >= 1 << 20 { return String(format: "%.2f MiB", Double(bytes) / Double(1 << 20)) }
+        return "\(bytes) bytes"
     }
 }
