@@ -226,7 +226,7 @@ public enum Retrieval {
         info.norm = norm(vector)
         guard info.norm > 0, info.norm.isFinite else {
             throw RetrievalError(path: runPath, message: "the query's vector for heads "
-                                    + "\(options.heads.map(\.description).joined(separator: ",")) is \(info.norm > 0 ? "not finite" : "zero"); "
+                                    + "\(options.heads.map(\.description).joined(separator: ",")) is \(info.norm.isFinite ? "zero" : "not finite (NaN or infinity)"); "
                                     + "there is nothing to compare")
         }
 
