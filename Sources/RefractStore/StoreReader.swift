@@ -143,6 +143,7 @@ public final class StoreReader: Sendable {
         let file = try openRunFile(url, role: "the run's constants")
         try checkTensors(file, expected: manifest.constants.map { ($0.name, $0.dtype.safetensors, $0.shape) },
                          manifestName: ManifestFile.name)
+        if manifest.constantsSHA256 != nil { try verifyConstantsChecksum(manifest: manifest, run: run) }
         do {
             return try file.floatTensor(name)
         } catch let e as CheckpointError {
@@ -243,6 +244,24 @@ private final class ErrorSlots: @unchecked Sendable {
     var first: Error? {
         lock.lock(); defer { lock.unlock() }
         return errors.lazy.compactMap { $0 }.first
+    }
+}
+
+/// Hashes `constants.safetensors` and compares it with the manifest's `constantsSHA256`.
+func verifyConstantsChecksum(manifest: StoreManifest, run: URL) throws {
+    guard let recorded = manifest.constantsSHA256 else { return }
+    let url = run.appendingPathComponent(ManifestFile.constantsName)
+    let hex: String
+    do {
+        hex = try SHA256.hexDigest(ofFileAt: url)
+    } catch let e as CheckpointError {
+        throw StoreError(.io, path: url.path, stripPath(e.description, url.path))
+    }
+    if hex != recorded {
+        throw StoreError(.checksumMismatch, path: url.path,
+                         "the run is damaged: this file's SHA-256 is \(hex), but \(ManifestFile.name) records \(recorded) "
+                            + "(the file was modified or corrupted after it was written); its data cannot be trusted. "
+                            + "Recompute the run, or restore the file from a copy")
     }
 }
 

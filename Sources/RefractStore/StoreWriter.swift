@@ -143,7 +143,17 @@ public final class StoreWriter {
             if pathKind(constantsURL) == .missing {
                 try writer.writeConstants(constants)  // killed right after the first manifest write
             } else {
+                if manifest.constantsSHA256 != nil { try verifyConstantsChecksum(manifest: manifest, run: run) }
                 try checkStoredConstants(constantsURL, manifest: manifest, given: constants)
+                if manifest.constantsSHA256 == nil {
+                    // Killed between writing the constants and recording their hash: they were just
+                    // compared value for value with the given ones; record the hash now.
+                    let sha: String
+                    do { sha = try SHA256.hexDigest(ofFileAt: constantsURL) } catch {
+                        throw StoreError(.io, path: constantsURL.path, stripPath("\(error)", constantsURL.path))
+                    }
+                    try writer.recordConstantsHash(sha)
+                }
             }
         }
         return writer
@@ -164,17 +174,26 @@ public final class StoreWriter {
         }
     }
 
+    /// Writes `constants.safetensors`, then records its SHA-256 in the manifest.
     private func writeConstants(_ constants: [String: Tensor]) throws {
         let specs = manifest.constants
         guard !specs.isEmpty else { return }
         let entries = specs.compactMap { spec in
             constants[spec.name].map { FileEntry(name: spec.name, shape: spec.shape, source: .float($0, spec.dtype)) }
         }
-        try writeSafetensorsStreaming(
+        let sha = try writeSafetensorsStreaming(
             to: run.appendingPathComponent(ManifestFile.constantsName),
             metadata: [ShardMetadata.format: StoreManifest.formatName, ShardMetadata.runId: manifest.runId,
                        ShardMetadata.contents: "constants"],
             entries: entries)
+        try recordConstantsHash(sha)
+    }
+
+    private func recordConstantsHash(_ sha: String) throws {
+        var next = manifest
+        next.constantsSHA256 = sha
+        try ManifestFile.write(next, run: run)
+        manifest = next
     }
 
     /// Writes shard `index` (which must be the next one) and records it in the manifest.

@@ -93,4 +93,36 @@ final class IntegrityTests: XCTestCase {
         let reader = try StoreReader(run: a)
         assertStoreError(try reader.tensor("attn"), kind: .checksumMismatch, contains: [a.appendingPathComponent(name).path])
     }
+
+    func testConstantsHashIsRecordedAndChecked() throws {
+        let run = try makeTempDirectory(self).appendingPathComponent("run")
+        let fx = Fixture(n: 6, shardSize: 4)
+        try fx.write(to: run, shards: 0..<1)
+        let constants = run.appendingPathComponent("constants.safetensors")
+        let reader = try StoreReader(run: run, allowIncomplete: true)
+        XCTAssertEqual(reader.manifest.constantsSHA256, try SHA256.hexDigest(ofFileAt: constants))
+        XCTAssertEqual(try reader.constant("beta"), fx.constants["beta"])
+        try flipByte(constants, fromEnd: 2)
+        assertStoreError(try StoreReader(run: run, allowIncomplete: true).constant("beta"), kind: .checksumMismatch,
+                         contains: [constants.path, "the run is damaged"])
+        assertStoreError(try fx.write(to: run, resume: true), kind: .checksumMismatch, contains: [constants.path])
+    }
+
+    /// A run written before the constants hash was recorded (the field null) reads as before, and a
+    /// resume records the hash after comparing the stored constants with the given ones.
+    func testRunsWithoutAConstantsHashStillReadAndResumeRecordsIt() throws {
+        let run = try makeTempDirectory(self).appendingPathComponent("run")
+        let fx = Fixture(n: 6, shardSize: 4)
+        try fx.write(to: run, shards: 0..<1)
+        let manifestURL = run.appendingPathComponent("manifest.json")
+        var manifest = try StoreReader(run: run, allowIncomplete: true).manifest
+        let recorded = manifest.constantsSHA256
+        manifest.constantsSHA256 = nil
+        try manifest.encoded().write(to: manifestURL)
+        XCTAssertEqual(try StoreReader(run: run, allowIncomplete: true).constant("beta"), fx.constants["beta"])
+        try fx.write(to: run, resume: true)
+        let done = try StoreReader(run: run)
+        XCTAssertTrue(done.isComplete)
+        XCTAssertEqual(done.manifest.constantsSHA256, recorded)
+    }
 }
