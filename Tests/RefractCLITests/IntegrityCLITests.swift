@@ -134,4 +134,48 @@ extension CLITests {
         XCTAssertTrue(r.stderr.contains("\(plain.path) is a file, not a folder"), r.stderr)
         for text in [r.stderr] { XCTAssertFalse(text.contains("NSCocoaErrorDomain"), text) }
     }
+
+    /// A write that fails half-way (the file-size limit stands in for a full disk: the same failed
+    /// `write`, with EFBIG instead of ENOSPC): a message in words, and nothing that looks complete.
+    func testAWriteThatFailsHalfWayLeavesNothingThatLooksComplete() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/bin/bash") else { throw XCTSkip("no /bin/bash") }
+        func limited(_ kib: Int, _ args: [String]) throws -> Run {
+            // bash counts `ulimit -f` in KiB; SIGXFSZ ignored, so write() fails with EFBIG instead.
+            let wrapper = scratch.appendingPathComponent("limited.sh")
+            try "#!/bin/bash\nulimit -f \(kib)\ntrap '' XFSZ\nexec \"$@\"\n".write(to: wrapper, atomically: true, encoding: .utf8)
+            chmod(wrapper.path, 0o755)
+            let p = Process()
+            p.executableURL = wrapper
+            p.arguments = [Self.binary.path] + args
+            var env = ProcessInfo.processInfo.environment
+            env["HF_HUB_OFFLINE"] = "1"
+            p.environment = env
+            // stderr through a pipe: the size limit applies to regular files, so a file would be cut.
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return Run(status: p.terminationStatus, stdout: "", stderr: String(decoding: text, as: UTF8.self))
+        }
+        let images = path(Self.models, "inputs")
+        let out = scratch.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: false)
+        var r = try limited(0, ["embed-images", "--model", tinyModel, "--output", path(out, "e.npy"), images])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("cannot write \(path(out, "e."))") && r.stderr.contains("File too large"), r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out.path), [], "no file, no temporary file")
+
+        let run = path(scratch, "run")
+        r = try limited(1, ["decompose", "--model", tinyModel, "--output", run, images])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("cannot write: writing the data: File too large"), r.stderr)
+        let names = try FileManager.default.contentsOfDirectory(atPath: run)
+        XCTAssertFalse(names.contains { $0.contains(".tmp-") }, "\(names)")
+        if let reader = try? StoreReader(run: URL(fileURLWithPath: run), allowIncomplete: true) {
+            XCTAssertFalse(reader.isComplete)
+        }
+        XCTAssertThrowsError(try StoreReader(run: URL(fileURLWithPath: run)))
+    }
 }
