@@ -178,4 +178,23 @@ extension CLITests {
         }
         XCTAssertThrowsError(try StoreReader(run: URL(fileURLWithPath: run)))
     }
+
+    /// `refract segment` appends to progress.jsonl in its --output: a second one is refused.
+    func testSecondSegmentOnOneOutputIsRefused() throws {
+        let data = try makeSegmentationFolder()
+        let out = path(scratch, "seg")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+        let (holder, stop) = try holdLock(path(URL(fileURLWithPath: out), RunLock.fileName))
+        defer { stop() }
+        let args = ["segment", "--model", tinyModel, "--dataset", data.path, "--output", out,
+                    "--classes", path(Self.models, "inputs/classes.txt"), "--templates", path(Self.models, "inputs/templates.txt")]
+        var r = try refract(args, environment: cacheEnvironment)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains(out) && r.stderr.contains("the segmentation output is being written by another process")
+                        && r.stderr.contains("pid \(holder.processIdentifier)"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path(URL(fileURLWithPath: out), "progress.jsonl")))
+        stop()
+        r = try refract(args, environment: cacheEnvironment)
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
 }
