@@ -28,12 +28,6 @@ enum Output {
     static func writeLines(_ lines: [String], to url: URL, what: String = "the list") throws {
         try FileOutput.writeLines(lines, to: url, what: what)
     }
-
-    /// Writes a whole output file (a report, a table) atomically; failures read "cannot write PATH:
-    /// what: why" (`FileWriteError`), not raw Foundation errors.
-    static func write(_ text: String, to url: URL, what: String) throws {
-        try FileOutput.writeAtomically(Data(text.utf8), to: url, what: what)
-    }
 }
 
 /// A one-line progress bar for counted work (images, texts) on stderr, drawn only when stderr is a
