@@ -118,6 +118,16 @@ func pathKind(_ url: URL) -> PathKind {
     return isDir.boolValue ? .directory : .other
 }
 
+/// Refuses, before anything opens it, a path that is not a regular file (a FIFO would block `open`
+/// forever; a device or socket is never a run file). Symbolic links are followed.
+func requireRegularFile(_ url: URL, role: String) throws {
+    var st = stat()
+    guard stat(url.path, &st) == 0 else { return }         // missing: the caller's own error follows
+    if (st.st_mode & S_IFMT) != S_IFREG {
+        throw StoreError(.invalidShard, path: url.path, "is not a regular file (a pipe, socket or device), expected \(role)")
+    }
+}
+
 /// Names of the entries of a directory (hidden ones included).
 func directoryEntries(_ url: URL) throws -> [String] {
     do {

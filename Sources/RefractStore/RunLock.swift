@@ -1,4 +1,5 @@
 import Foundation
+import RefractTensor
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -37,9 +38,17 @@ public final class RunLock: @unchecked Sendable {
     public static func acquire(_ directory: URL, what: String) throws -> RunLock {
         let dir = directory.standardizedFileURL
         let path = dir.appendingPathComponent(fileName).path
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // O_NONBLOCK and O_NOFOLLOW: a FIFO or a symbolic link planted under the lock's name must not
+        // block the open or redirect it; anything but a regular file is refused.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0o644)
         if fd < 0 {
-            throw StoreError(.io, path: dir.path, "cannot create the lock file \(path) (taken before writing \(what)): \(errnoText())")
+            throw StoreError(.io, path: dir.path, "cannot write: creating the lock file \(path) (taken before writing \(what)): "
+                + FileOutput.reason(errno, path: path))
+        }
+        var st = stat()
+        if fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG {
+            close(fd)
+            throw StoreError(.io, path: dir.path, "the lock file \(path) is not a regular file; remove it")
         }
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno

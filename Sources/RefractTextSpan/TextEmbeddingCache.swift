@@ -88,6 +88,13 @@ struct TextEmbeddingCache {
     /// Every check of the entry, in order; the first failure is the reason.
     func check() -> Result<Tensor, Problem> {
         func fail(_ reason: String) -> Result<Tensor, Problem> { .failure(Problem(reason: reason)) }
+        // Only regular files are opened (a FIFO planted in the cache would block the read forever).
+        for url in [sidecar, npy] {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else { continue }
+            let type = (try? FileManager.default.attributesOfItem(atPath: url.path)[.type]) as? FileAttributeType
+            if isDir.boolValue || type != .typeRegular { return fail("\(url.lastPathComponent) is not a regular file") }
+        }
         guard let sidecarData = try? Data(contentsOf: sidecar) else { return fail("its side-car \(sidecar.lastPathComponent) is missing or unreadable") }
         guard let record = try? JSONDecoder().decode(Record.self, from: sidecarData), record.format == Self.format else {
             return fail("its side-car \(sidecar.lastPathComponent) is not a valid cache record (damaged, or written by an older refract without a checksum)")

@@ -125,4 +125,25 @@ final class IntegrityTests: XCTestCase {
         XCTAssertTrue(done.isComplete)
         XCTAssertEqual(done.manifest.constantsSHA256, recorded)
     }
+
+    /// A FIFO planted as the manifest, a shard or the lock file is refused by type, never opened
+    /// (opening a FIFO for reading blocks until a writer appears).
+    func testFIFOsInARunAreRefusedWithoutBlocking() throws {
+        let run = try makeTempDirectory(self).appendingPathComponent("run")
+        let fx = Fixture(n: 6, shardSize: 4)
+        try fx.write(to: run, shards: 0..<1)
+        let shard = run.appendingPathComponent("shard-00000.safetensors")
+        try FileManager.default.removeItem(at: shard)
+        XCTAssertEqual(mkfifo(shard.path, 0o644), 0)
+        assertStoreError(try StoreReader(run: run, allowIncomplete: true), contains: [shard.path, "not a regular file"])
+        assertStoreError(try fx.write(to: run, resume: true), contains: [shard.path, "not a regular file"])
+        let lock = run.appendingPathComponent(RunLock.fileName)
+        try FileManager.default.removeItem(at: lock)
+        XCTAssertEqual(mkfifo(lock.path, 0o644), 0)
+        assertStoreError(try fx.write(to: run, resume: true), kind: .io, contains: [lock.path, "not a regular file"])
+        let manifest = run.appendingPathComponent("manifest.json")
+        try FileManager.default.removeItem(at: manifest)
+        XCTAssertEqual(mkfifo(manifest.path, 0o644), 0)
+        assertStoreError(try StoreReader(run: run, allowIncomplete: true), contains: [manifest.path, "not a regular file"])
+    }
 }

@@ -108,6 +108,15 @@ final class CacheTests: XCTestCase {
             record.weightsSHA256 = String(repeating: "ef", count: 32)
             try JSONEncoder().encode(record).write(to: e.sidecar)
         }
+        // A FIFO in place of the array or the side-car: refused by type, not read (which would block).
+        try damaged("FIFO array", ["is not a regular file"]) {
+            try FileManager.default.removeItem(at: e.npy)
+            XCTAssertEqual(mkfifo(e.npy.path, 0o644), 0)
+        }
+        try damaged("FIFO side-car", ["is not a regular file"]) {
+            try FileManager.default.removeItem(at: e.sidecar)
+            XCTAssertEqual(mkfifo(e.sidecar.path, 0o644), 0)
+        }
         // Rewritten, the entry is good again.
         e.store(embeddings) { XCTFail("unexpected note \($0)") }
         XCTAssertEqual(load(e).0, embeddings)
