@@ -7,12 +7,15 @@
 //   metrics.json    the dataset metrics, written atomically at the end.
 //   per_image.csv   one row per image, written atomically at the end.
 //   overlays/       `saveImages` first images: picture, ground-truth outline, predicted mask.
+//   .refract.lock   the writer's lock (`RunLock`), taken before anything else is written and held
+//                   until the run returns: a second `segment` on the same output is refused.
 
 import Foundation
 import RefractCheckpoint
 import RefractCLIP
 import RefractDecompose
 import RefractImage
+import RefractStore
 import RefractTensor
 
 public struct SegmentRunOptions: Sendable {
@@ -108,7 +111,9 @@ public enum SegmentRun {
                                           alignment: options.alignment.rawValue, convention: options.convention.rawValue,
                                           classes: classesSource, classCount: classifier.classes.count,
                                           templateCount: classifier.templates.count, textsSHA256: textsHash)
-        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        try FileOutput.createDirectory(output, action: "creating the output folder")
+        let lock = try RunLock.acquire(output, what: "the segmentation output")
+        defer { lock.release() }
         let log = try ProgressLog(url: output.appendingPathComponent(progressFile), settings: settings, resume: options.resume)
         var records = log.records
         let done = Set(records.map(\.index))

@@ -1,5 +1,6 @@
 import Foundation
 import RefractCheckpoint
+import RefractTensor
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -32,7 +33,9 @@ final class AtomicFile {
         let dir = url.deletingLastPathComponent().path
         tempPath = "\(dir)/.\(url.lastPathComponent)\(temporaryMarker)\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 { throw StoreError(.io, path: target, "cannot create temporary file \(tempPath): \(errnoText())") }
+        if fd < 0 {
+            throw StoreError(.io, path: target, "cannot write: creating the file: \(FileOutput.reason(errno, path: target))")
+        }
         hasher = hashing ? SHA256() : nil
     }
 
@@ -46,7 +49,7 @@ final class AtomicFile {
             let n = sysWrite(fd, base + done, min(bytes.count - done, 1 << 30))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw StoreError(.io, path: target, "write failed: \(errnoText())")
+                throw StoreError(.io, path: target, "cannot write: writing the data: \(errnoText())")
             }
             done += n
         }
@@ -61,17 +64,17 @@ final class AtomicFile {
     /// SHA-256 when hashing.
     @discardableResult
     func commit() throws -> String? {
-        if fsync(fd) != 0 { throw StoreError(.io, path: target, "fsync failed: \(errnoText())") }
+        if fsync(fd) != 0 { throw StoreError(.io, path: target, "cannot write: syncing the data to disk: \(errnoText())") }
         let rc = close(fd)
         fd = -1
         if rc != 0 {
             unlink(tempPath)
-            throw StoreError(.io, path: target, "close failed: \(errnoText())")
+            throw StoreError(.io, path: target, "cannot write: closing the file: \(errnoText())")
         }
         if rename(tempPath, target) != 0 {
-            let message = errnoText()
+            let message = FileOutput.reason(errno, path: target)
             unlink(tempPath)
-            throw StoreError(.io, path: target, "cannot rename temporary file into place: \(message)")
+            throw StoreError(.io, path: target, "cannot write: moving the finished file into place: \(message)")
         }
         syncDirectory(URL(fileURLWithPath: target).deletingLastPathComponent().path)
         return hasher?.finalizeHex()
@@ -115,12 +118,22 @@ func pathKind(_ url: URL) -> PathKind {
     return isDir.boolValue ? .directory : .other
 }
 
+/// Refuses, before anything opens it, a path that is not a regular file (a FIFO would block `open`
+/// forever; a device or socket is never a run file). Symbolic links are followed.
+func requireRegularFile(_ url: URL, role: String) throws {
+    var st = stat()
+    guard stat(url.path, &st) == 0 else { return }         // missing: the caller's own error follows
+    if (st.st_mode & S_IFMT) != S_IFREG {
+        throw StoreError(.invalidShard, path: url.path, "is not a regular file (a pipe, socket or device), expected \(role)")
+    }
+}
+
 /// Names of the entries of a directory (hidden ones included).
 func directoryEntries(_ url: URL) throws -> [String] {
     do {
         return try FileManager.default.contentsOfDirectory(atPath: url.path)
     } catch {
-        throw StoreError(.io, path: url.path, "cannot list directory: \(error.localizedDescription)")
+        throw StoreError(.io, path: url.path, "cannot list the directory: \(FileOutput.reason(of: error, path: url.path))")
     }
 }
 
@@ -129,6 +142,6 @@ func readFile(_ url: URL) throws -> Data {
     do {
         return try Data(contentsOf: url)
     } catch {
-        throw StoreError(.io, path: url.path, "cannot read: \(error.localizedDescription)")
+        throw StoreError(.io, path: url.path, "cannot read: \(FileOutput.reason(of: error, path: url.path))")
     }
 }

@@ -31,7 +31,7 @@ enum ManifestFile {
         switch pathKind(file) {
         case .missing: throw StoreError(.missingFile, path: path, "missing: \(run.path) is not a refract run directory")
         case .directory: throw StoreError(.foreignFile, path: path, "is a directory, not a run manifest")
-        case .other: break
+        case .other: try requireRegularFile(file, role: "the run manifest")
         }
         return try decode(readFile(file), path: path)
     }

@@ -100,7 +100,7 @@ func openRunFile(_ url: URL, role: String) throws -> SafetensorsFile {
     switch pathKind(url) {
     case .missing: throw StoreError(.missingFile, path: url.path, "missing (\(role))")
     case .directory: throw StoreError(.invalidShard, path: url.path, "is a directory, expected \(role)")
-    case .other: break
+    case .other: try requireRegularFile(url, role: role)
     }
     do {
         return try SafetensorsFile(url: url)

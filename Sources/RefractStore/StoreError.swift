@@ -40,6 +40,8 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible, L
         case unknownName
         /// Two runs that must describe the same model and tensors do not.
         case incompatibleRuns
+        /// Another writer (process) holds the output's lock.
+        case locked
     }
 
     public var kind: Kind

@@ -37,23 +37,34 @@ public enum StoreExport {
         }
         let parent = dir.deletingLastPathComponent()
         do {
-            try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
-        } catch {
-            throw StoreError(.io, path: parent.path, "cannot create directory: \(error.localizedDescription)")
+            try FileOutput.createDirectory(parent, action: "creating the export's parent folder")
+        } catch let e as FileWriteError {
+            throw StoreError(.io, path: target, "cannot write: \(e.action): \(e.reason)")
         }
         let temp = parent.appendingPathComponent(".\(dir.lastPathComponent).export\(temporaryMarker)\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        do {
-            try FileManager.default.createDirectory(at: temp, withIntermediateDirectories: false)
-        } catch {
-            throw StoreError(.io, path: temp.path, "cannot create temporary export directory: \(error.localizedDescription)")
+        if mkdir(temp.path, 0o755) != 0 {
+            throw StoreError(.io, path: target, "cannot write: creating the temporary export folder \(temp.lastPathComponent) "
+                + "in \(parent.path): \(FileOutput.reason(errno, path: temp.path))")
         }
         var committed = false
         defer { if !committed { try? FileManager.default.removeItem(at: temp) } }
 
-        try writeContents(reader, selected: selected, into: temp)
+        do {
+            try writeContents(reader, selected: selected, into: temp)
+        } catch var e as StoreError where e.path.hasPrefix(temp.path + "/") {
+            // Name the file as it would have been, not its temporary folder.
+            e.path = target + e.path.dropFirst(temp.path.count)
+            throw e
+        }
         syncDirectory(temp.path)
         if rename(temp.path, target) != 0 {
-            throw StoreError(.io, path: target, "cannot move the finished export into place: \(errnoText())")
+            let code = errno
+            if code == ENOTEMPTY || code == EEXIST || code == ENOTDIR {
+                throw StoreError(.exists, path: target, "something was written there while exporting (another export "
+                    + "finished first?); the export was not moved into place")
+            }
+            throw StoreError(.io, path: target, "cannot write: moving the finished export into place: "
+                + FileOutput.reason(code, path: target))
         }
         committed = true
         syncDirectory(parent.path)

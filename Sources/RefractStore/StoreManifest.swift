@@ -215,6 +215,9 @@ public struct StoreManifest: Codable, Equatable, Sendable {
     public var skipped: [SkippedImage]
     /// Whether every shard is written and the run was finished.
     public var complete: Bool
+    /// Lower-case hex SHA-256 of `constants.safetensors`, once it is written (null for runs without
+    /// constants, and in runs written before it was recorded).
+    public var constantsSHA256: String?
 
     public init(runId: String, createdBy: String, header: StoreHeader, shards: [StoreShardRecord] = [],
                 skipped: [SkippedImage] = [], complete: Bool = false) {
@@ -255,7 +258,7 @@ public struct StoreManifest: Codable, Equatable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case format, formatVersion, runId, createdBy, model, preprocessing, convention, dimensions, options
-        case tensors, constants, images, classNames, shardSize, shards, skipped, complete
+        case tensors, constants, images, classNames, shardSize, shards, skipped, complete, constantsSHA256
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -277,6 +280,7 @@ public struct StoreManifest: Codable, Equatable, Sendable {
         try c.encode(shards, forKey: .shards)
         try c.encode(skipped, forKey: .skipped)
         try c.encode(complete, forKey: .complete)
+        try c.encode(constantsSHA256, forKey: .constantsSHA256)
     }
 
     /// Pretty-printed JSON with sorted keys and a final newline (the bytes of `manifest.json`).
@@ -436,6 +440,10 @@ extension StoreManifest {
             }
             if s.rows < 0 || s.rows > s.count { throw bad("shards[\(i)].rows is \(s.rows), outside 0...\(s.count)") }
             if !isSHA256Hex(s.sha256) { throw bad("shards[\(i)].sha256 '\(shorten(s.sha256))' is not 64 lower-case hex digits") }
+        }
+        if let h = constantsSHA256 {
+            if constants.isEmpty { throw bad("records constantsSHA256 but declares no constants") }
+            if !isSHA256Hex(h) { throw bad("constantsSHA256 '\(shorten(h))' is not 64 lower-case hex digits") }
         }
         let covered = shards.last.map { $0.first + $0.count } ?? 0
         var previous = -1

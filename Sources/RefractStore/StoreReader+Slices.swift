@@ -167,7 +167,13 @@ extension StoreReader {
         let elementBytes = plan.dtype.byteSize, sliceBytes = width * elementBytes
         var out = [Float](repeating: 0, count: n * perRow)
 
-        // Open the shards the rows need; headers checked against the manifest.
+        // Open the shards the rows need; headers checked against the manifest, contents against
+        // the recorded SHA-256 (every shard needed, hashed in parallel, before any value is read).
+        let needed = shardRows.indices.filter { i in
+            max(plan.rows.lowerBound, shardRows[i].lowerBound) < min(plan.rows.upperBound, shardRows[i].upperBound)
+        }
+        for i in needed { _ = try checkShardHeader(manifest: manifest, run: run, index: i) }
+        try verifyShards(needed)
         var sources = [ShardSource]()
         defer { for s in sources { close(s.fd) } }
         for (i, shardRange) in shardRows.enumerated() {

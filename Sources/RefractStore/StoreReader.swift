@@ -8,7 +8,12 @@ import RefractTensor
 // internal consistency), and for every recorded shard its safetensors header (strict), its
 // metadata (format, run id, shard number), its tensors (names, dtypes, shapes with the recorded row
 // count) and its `image_index` rows. Data is read only when asked for, one shard mapping at a time.
-// `verifyChecksums()` additionally hashes every file against the manifest.
+//
+// Integrity: every read (whole tensors, row ranges, `forEachShard`, strided slices, and so export
+// and retrieval) first hashes each shard it touches against the SHA-256 in the manifest, once per
+// reader (lazily, on the shard's first read; `verifyChecksums()` does all of them up front). A
+// damaged shard is refused with an error naming it, both hashes, and that the run is damaged; no
+// value from it is ever returned.
 
 /// Reads a run directory written by `StoreWriter`.
 public final class StoreReader: Sendable {
@@ -20,6 +25,8 @@ public final class StoreReader: Sendable {
     public let rowImageIndices: [Int]
     /// The rows each recorded shard holds (`shardRows[i]` for `manifest.shards[i]`).
     public let shardRows: [Range<Int>]
+    /// Shards whose SHA-256 this reader has checked.
+    let verified = VerifiedShards()
 
     /// Number of stored rows (images that were not skipped, in the recorded shards).
     public var rowCount: Int { rowImageIndices.count }
@@ -136,6 +143,7 @@ public final class StoreReader: Sendable {
         let file = try openRunFile(url, role: "the run's constants")
         try checkTensors(file, expected: manifest.constants.map { ($0.name, $0.dtype.safetensors, $0.shape) },
                          manifestName: ManifestFile.name)
+        if manifest.constantsSHA256 != nil { try verifyConstantsChecksum(manifest: manifest, run: run) }
         do {
             return try file.floatTensor(name)
         } catch let e as CheckpointError {
@@ -167,29 +175,111 @@ public final class StoreReader: Sendable {
         }
     }
 
-    /// Hashes every shard file (and nothing else) and compares it with the SHA-256 in the manifest.
-    /// `progress` is called after each shard with the number checked so far.
+    /// Hashes every shard file (and nothing else) and compares it with the SHA-256 in the manifest
+    /// (shards this reader already checked are not hashed again). `progress` is called after each
+    /// shard with the number checked so far.
     public func verifyChecksums(progress: ((Int) -> Void)? = nil) throws {
-        for (i, record) in manifest.shards.enumerated() {
-            let url = run.appendingPathComponent(record.file)
-            let hex: String
-            do {
-                hex = try SHA256.hexDigest(ofFileAt: url)
-            } catch let e as CheckpointError {
-                throw StoreError(.io, path: url.path, stripPath(e.description, url.path))
-            }
-            if hex != record.sha256 {
-                throw StoreError(.checksumMismatch, path: url.path,
-                                 "SHA-256 is \(hex) but \(ManifestFile.name) records \(record.sha256); the file was modified or damaged")
-            }
+        for i in manifest.shards.indices {
+            try verifyShard(i)
             progress?(i + 1)
         }
+    }
+
+    /// Checks shard `i`'s SHA-256 against the manifest unless this reader already did.
+    func verifyShard(_ i: Int) throws {
+        if verified.contains(i) { return }
+        try verifyShardChecksum(manifest: manifest, run: run, index: i)
+        verified.insert(i)
+    }
+
+    /// Checks the shards `indices` (those not yet checked), hashing several at once. The first
+    /// damaged shard in index order is the error.
+    func verifyShards(_ indices: [Int]) throws {
+        let todo = indices.filter { !verified.contains($0) }
+        guard !todo.isEmpty else { return }
+        if todo.count == 1 { return try verifyShard(todo[0]) }
+        let errors = ErrorSlots(count: todo.count)
+        DispatchQueue.concurrentPerform(iterations: todo.count) { k in
+            do { try verifyShard(todo[k]) } catch { errors.set(k, error) }
+        }
+        if let e = errors.first { throw e }
     }
 
     /// Opens shard `i` and re-checks its header against the manifest (the file may have changed
     /// since `init`).
     private func openShard(_ i: Int) throws -> SafetensorsFile {
-        try checkShardHeader(manifest: manifest, run: run, index: i).file
+        let file = try checkShardHeader(manifest: manifest, run: run, index: i).file
+        try verifyShard(i)
+        return file
+    }
+}
+
+/// The set of shard indices a reader has verified, shared by its threads.
+final class VerifiedShards: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = Set<Int>()
+
+    func contains(_ i: Int) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return set.contains(i)
+    }
+
+    func insert(_ i: Int) {
+        lock.lock(); defer { lock.unlock() }
+        set.insert(i)
+    }
+}
+
+/// One error slot per task of a parallel loop; `first` is the lowest-numbered failure.
+private final class ErrorSlots: @unchecked Sendable {
+    private let lock = NSLock()
+    private var errors: [Error?]
+    init(count: Int) { errors = Array(repeating: nil, count: count) }
+
+    func set(_ k: Int, _ e: Error) {
+        lock.lock(); defer { lock.unlock() }
+        errors[k] = e
+    }
+
+    var first: Error? {
+        lock.lock(); defer { lock.unlock() }
+        return errors.lazy.compactMap { $0 }.first
+    }
+}
+
+/// Hashes `constants.safetensors` and compares it with the manifest's `constantsSHA256`.
+func verifyConstantsChecksum(manifest: StoreManifest, run: URL) throws {
+    guard let recorded = manifest.constantsSHA256 else { return }
+    let url = run.appendingPathComponent(ManifestFile.constantsName)
+    let hex: String
+    do {
+        hex = try SHA256.hexDigest(ofFileAt: url)
+    } catch let e as CheckpointError {
+        throw StoreError(.io, path: url.path, stripPath(e.description, url.path))
+    }
+    if hex != recorded {
+        throw StoreError(.checksumMismatch, path: url.path,
+                         "the run is damaged: this file's SHA-256 is \(hex), but \(ManifestFile.name) records \(recorded) "
+                            + "(the file was modified or corrupted after it was written); its data cannot be trusted. "
+                            + "Recompute the run, or restore the file from a copy")
+    }
+}
+
+/// Hashes recorded shard `index` of `manifest` and compares it with the manifest's SHA-256.
+func verifyShardChecksum(manifest: StoreManifest, run: URL, index: Int) throws {
+    let record = manifest.shards[index]
+    let url = run.appendingPathComponent(record.file)
+    let hex: String
+    do {
+        hex = try SHA256.hexDigest(ofFileAt: url)
+    } catch let e as CheckpointError {
+        throw StoreError(.io, path: url.path, stripPath(e.description, url.path))
+    }
+    if hex != record.sha256 {
+        throw StoreError(.checksumMismatch, path: url.path,
+                         "the run is damaged: this shard's SHA-256 is \(hex), but \(ManifestFile.name) records \(record.sha256) "
+                            + "(the file was modified or corrupted after it was written); its data cannot be trusted. "
+                            + "Recompute the run, or restore the file from a copy")
     }
 }
 

@@ -17,6 +17,10 @@ import RefractTensor
 // does not record; resuming deletes it (and any temporary files) and writes the shard again.
 // Everything written is a pure function of the header, the constants and the rows, so a resumed
 // run is byte-for-byte the run that would have been written without the interruption.
+//
+// One writer per run: before anything is written the writer takes an exclusive lock on
+// `RUN/.refract.lock` (`RunLock`) and holds it for its lifetime; a second writer, in this process
+// or another, is refused naming the holder's pid.
 
 /// Writes a run directory: manifest, constants and shards, resumable after a kill.
 public final class StoreWriter {
@@ -34,15 +38,25 @@ public final class StoreWriter {
     /// Whether `finish()` has been called (here or before a resume).
     public var isComplete: Bool { manifest.complete }
 
-    private init(run: URL, manifest: StoreManifest) {
+    /// The run's writer lock, held while this writer exists.
+    private let runLock: RunLock
+
+    private init(run: URL, manifest: StoreManifest, lock: RunLock) {
         self.run = run
         self.manifest = manifest
+        runLock = lock
         shardRanges = manifest.shardRanges
     }
+
+    /// Releases the run's lock early (it is released anyway when the writer is freed or the
+    /// process ends). The writer must not be used afterwards.
+    public func close() { runLock.release() }
 
     /// Opens a run for writing.
     ///
     /// - New run (`resume == false`): `run` must not exist or be an empty directory.
+    /// - Either way, the run's lock is taken before anything is written; another writer holding it
+    ///   is a `.locked` error naming its pid.
     /// - Resume: `run` must hold an incomplete run whose header equals `header` (the error names
     ///   the first differing field) and whose constants equal `constants`. Temporary files and
     ///   shard files the manifest does not record (left by a kill) are removed; recorded shards are
@@ -61,11 +75,33 @@ public final class StoreWriter {
             return try resumeRun(run, header: header, constants: constants)
         }
 
+        // Refuse what is plainly not a new run before touching anything; then create the directory,
+        // take the lock, and check again (another writer may have started the run meanwhile).
+        try checkNewRunTarget(run)
+        if pathKind(run) == .missing {
+            do {
+                try FileOutput.createDirectory(run, action: "creating the run directory")
+            } catch let e as FileWriteError {
+                throw StoreError(.io, path: run.path, "cannot write: \(e.action): \(e.reason)")
+            }
+        }
+        let lock = try RunLock.acquire(run, what: "the run")
+        try checkNewRunTarget(run)
+        let manifest = StoreManifest(runId: runId ?? UUID().uuidString.lowercased(), createdBy: createdBy, header: header)
+        try ManifestFile.write(manifest, run: run)
+        let writer = StoreWriter(run: run, manifest: manifest, lock: lock)
+        try writer.writeConstants(constants)
+        return writer
+    }
+
+    /// A new run goes into a missing or empty directory (a lock file left by an earlier writer
+    /// does not count).
+    private static func checkNewRunTarget(_ run: URL) throws {
         switch pathKind(run) {
         case .other:
             throw StoreError(.exists, path: run.path, "exists and is not a directory; use another path")
         case .directory:
-            let entries = try directoryEntries(run)
+            let entries = try directoryEntries(run).filter { $0 != RunLock.fileName }
             if entries.contains(ManifestFile.name) {
                 throw StoreError(.exists, path: run.path, "exists and holds a run (manifest.json); use --resume or another path")
             }
@@ -73,17 +109,8 @@ public final class StoreWriter {
                 throw StoreError(.exists, path: run.path, "exists and is not empty; use --resume or another path")
             }
         case .missing:
-            do {
-                try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
-            } catch {
-                throw StoreError(.io, path: run.path, "cannot create the run directory: \(error.localizedDescription)")
-            }
+            break
         }
-        let manifest = StoreManifest(runId: runId ?? UUID().uuidString.lowercased(), createdBy: createdBy, header: header)
-        try ManifestFile.write(manifest, run: run)
-        let writer = StoreWriter(run: run, manifest: manifest)
-        try writer.writeConstants(constants)
-        return writer
     }
 
     private static func resumeRun(_ run: URL, header: StoreHeader, constants: [String: Tensor]) throws -> StoreWriter {
@@ -91,6 +118,10 @@ public final class StoreWriter {
         if pathKind(run) == .missing {
             throw StoreError(.missingFile, path: run.path, "does not exist; there is nothing to resume (drop --resume to start a new run)")
         }
+        if pathKind(run) != .directory || pathKind(ManifestFile.url(run)) == .missing {
+            _ = try ManifestFile.load(run: run)         // the precise "not a run directory" error, before any write
+        }
+        let lock = try RunLock.acquire(run, what: "the run")
         let manifest = try ManifestFile.load(run: run)
         if manifest.complete {
             throw StoreError(.alreadyComplete, path: run.path,
@@ -100,18 +131,29 @@ public final class StoreWriter {
             throw StoreError(.headerMismatch, path: manifestPath,
                              "cannot resume: the run was started with different settings: \(field)")
         }
-        let writer = StoreWriter(run: run, manifest: manifest)
+        let writer = StoreWriter(run: run, manifest: manifest, lock: lock)
         try writer.removeLeftovers()
         let skippedSet = Set(manifest.skipped.map(\.index))
         for i in manifest.shards.indices {
             _ = try checkShard(manifest: manifest, run: run, index: i, skipped: skippedSet, checkIndices: true)
+            try verifyShardChecksum(manifest: manifest, run: run, index: i)
         }
         let constantsURL = run.appendingPathComponent(ManifestFile.constantsName)
         if !header.constants.isEmpty {
             if pathKind(constantsURL) == .missing {
                 try writer.writeConstants(constants)  // killed right after the first manifest write
             } else {
+                if manifest.constantsSHA256 != nil { try verifyConstantsChecksum(manifest: manifest, run: run) }
                 try checkStoredConstants(constantsURL, manifest: manifest, given: constants)
+                if manifest.constantsSHA256 == nil {
+                    // Killed between writing the constants and recording their hash: they were just
+                    // compared value for value with the given ones; record the hash now.
+                    let sha: String
+                    do { sha = try SHA256.hexDigest(ofFileAt: constantsURL) } catch {
+                        throw StoreError(.io, path: constantsURL.path, stripPath("\(error)", constantsURL.path))
+                    }
+                    try writer.recordConstantsHash(sha)
+                }
             }
         }
         return writer
@@ -132,17 +174,26 @@ public final class StoreWriter {
         }
     }
 
+    /// Writes `constants.safetensors`, then records its SHA-256 in the manifest.
     private func writeConstants(_ constants: [String: Tensor]) throws {
         let specs = manifest.constants
         guard !specs.isEmpty else { return }
         let entries = specs.compactMap { spec in
             constants[spec.name].map { FileEntry(name: spec.name, shape: spec.shape, source: .float($0, spec.dtype)) }
         }
-        try writeSafetensorsStreaming(
+        let sha = try writeSafetensorsStreaming(
             to: run.appendingPathComponent(ManifestFile.constantsName),
             metadata: [ShardMetadata.format: StoreManifest.formatName, ShardMetadata.runId: manifest.runId,
                        ShardMetadata.contents: "constants"],
             entries: entries)
+        try recordConstantsHash(sha)
+    }
+
+    private func recordConstantsHash(_ sha: String) throws {
+        var next = manifest
+        next.constantsSHA256 = sha
+        try ManifestFile.write(next, run: run)
+        manifest = next
     }
 
     /// Writes shard `index` (which must be the next one) and records it in the manifest.

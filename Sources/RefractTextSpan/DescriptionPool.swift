@@ -7,7 +7,8 @@
 //
 // Embeddings are L2-normalised, computed once per (model weights, pool contents) and cached in
 // `<cache>/text-embeddings/<weights sha256[0..16]>-<pool sha256[0..16]>.npy` (float32 [M, D'],
-// rows = the pool's distinct descriptions in file order) with a JSON side-car; the cache
+// rows = the pool's distinct descriptions in file order) with a JSON side-car holding the file's
+// SHA-256, checked on every use (`TextEmbeddingCache`: a damaged entry is recomputed); the cache
 // directory is `$REFRACT_CACHE_DIR`, else `$XDG_CACHE_HOME/refract`, else `~/.cache/refract`.
 
 import Foundation
@@ -101,15 +102,6 @@ public enum TextEmbeddings {
 
     public enum Source: String, Sendable { case computed, cache, file }
 
-    struct CacheRecord: Codable {
-        var model: String
-        var weightsSHA256: String
-        var pool: String
-        var poolSHA256: String
-        var rows: Int
-        var width: Int
-    }
-
     /// L2-normalised text embeddings [M, D'] of the pool's descriptions.
     /// `precomputed`: a float .npy with one row per line of the pool file (rows of blank or
     /// repeated lines are ignored). Otherwise the cache is used, or the embeddings are computed
@@ -136,27 +128,10 @@ public enum TextEmbeddings {
             }
             return (Ops.l2Normalized(rows), .file)
         }
-        let name = "\(weightsSHA256.prefix(16))-\(pool.sha256.prefix(16))"
-        let file = cache?.appendingPathComponent("text-embeddings/\(name).npy")
-        if let file, FileManager.default.fileExists(atPath: file.path),
-           let cached = try? NPY.read(file).tensor, cached.shape == [pool.count, width] {
-            return (cached, .cache)
-        }
+        let cached = cache.map { TextEmbeddingCache(directory: $0, pool: pool, model: model, weightsSHA256: weightsSHA256) }
+        if let hit = cached?.load() { return (hit, .cache) }
         let embeddings = Ops.l2Normalized(model.encodeTexts(pool.texts, progress: progress))     // [M, D']
-        if let file {
-            // A cache that cannot be written is not an error: the embeddings are still returned.
-            do {
-                try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try NPY.write(embeddings, to: file)
-                let record = CacheRecord(model: model.id, weightsSHA256: weightsSHA256, pool: pool.path,
-                                         poolSHA256: pool.sha256, rows: pool.count, width: width)
-                let e = JSONEncoder()
-                e.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try e.encode(record).write(to: file.deletingPathExtension().appendingPathExtension("json"), options: .atomic)
-            } catch {
-                FileHandle.standardError.write(Data("warning: cannot cache text embeddings in \(file.path): \(error)\n".utf8))
-            }
-        }
+        cached?.store(embeddings)
         return (embeddings, .computed)
     }
 }

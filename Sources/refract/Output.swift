@@ -24,8 +24,9 @@ enum Output {
         url.deletingPathExtension().appendingPathExtension(suffix)
     }
 
-    static func writeLines(_ lines: [String], to url: URL) throws {
-        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url, options: .atomic)
+    /// Writes one line per element, atomically; failures read "cannot write PATH: what: why".
+    static func writeLines(_ lines: [String], to url: URL, what: String = "the list") throws {
+        try FileOutput.writeLines(lines, to: url, what: what)
     }
 }
 

