@@ -40,23 +40,10 @@ public enum RetrievalOutput {
     public static func write(_ report: RetrievalReport, to directory: URL) throws -> (json: URL, html: URL) {
         let json = try json(report)
         let page = html(report, thumbnails: thumbnails(for: report))
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir), !isDir.boolValue {
-            throw RetrievalError(path: directory.path, message: "exists and is not a directory")
-        }
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw RetrievalError(path: directory.path, message: "cannot create the output directory: \(error.localizedDescription)")
-        }
+        try FileOutput.createDirectory(directory, action: "creating the output folder")
         let jsonURL = directory.appendingPathComponent(jsonName), htmlURL = directory.appendingPathComponent(htmlName)
-        for (url, text) in [(jsonURL, json), (htmlURL, page)] {
-            do {
-                try Data(text.utf8).write(to: url, options: .atomic)                 // temporary file + rename
-            } catch {
-                throw RetrievalError(path: url.path, message: "cannot write: \(error.localizedDescription)")
-            }
-        }
+        try FileOutput.writeAtomically(Data(json.utf8), to: jsonURL, what: "the retrieval report")
+        try FileOutput.writeAtomically(Data(page.utf8), to: htmlURL, what: "the contact sheet")
         return (jsonURL, htmlURL)
     }
 

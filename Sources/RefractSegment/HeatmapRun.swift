@@ -91,7 +91,7 @@ public enum HeatmapRun {
         let heads = options.heads ?? HeadSet.all(layers: arch.vision.layers, heads: arch.vision.heads)
         let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention, tokenSumHeads: heads)
         let pixels = try model.preprocessFiles(images)                                            // [3, S, S] each
-        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        try FileOutput.createDirectory(output, action: "creating the output folder")
         var files = [HeatmapReport.File]()
         var start = 0
         while start < images.count {
@@ -131,8 +131,6 @@ enum SegmentOutput {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        do { try e.encode(value).write(to: url, options: .atomic) } catch {
-            throw HeatmapError("\(url.path): cannot write: \(error.localizedDescription)")
-        }
+        try FileOutput.writeAtomically(try e.encode(value), to: url, what: url.lastPathComponent)
     }
 }

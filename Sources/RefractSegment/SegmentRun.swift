@@ -123,7 +123,7 @@ public enum SegmentRun {
         let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention,
                                             tokenSumHeads: .all(layers: arch.vision.layers, heads: arch.vision.heads))
         let overlays = output.appendingPathComponent("overlays")
-        if options.saveImages > 0 { try FileManager.default.createDirectory(at: overlays, withIntermediateDirectories: true) }
+        if options.saveImages > 0 { try FileOutput.createDirectory(overlays, action: "creating the overlays folder") }
         var start = 0
         while start < todo.count {
             let indices = Array(todo[start..<min(start + options.batchSize, todo.count)])
@@ -195,9 +195,7 @@ public enum SegmentRun {
                      String(s.intersection[0]), String(s.union[0]), String(s.intersection[1]), String(s.union[1]),
                      r.constantMap ? "1" : "0"].joined(separator: ",") + "\n"
         }
-        do { try Data(text.utf8).write(to: url, options: .atomic) } catch {
-            throw HeatmapError("\(url.path): cannot write: \(error.localizedDescription)")
-        }
+        try FileOutput.writeAtomically(Data(text.utf8), to: url, what: "the per-image table")
     }
 }
 
@@ -246,12 +244,12 @@ final class ProgressLog {
         // Rewrite the kept lines (drops a partial tail), then append from there.
         var body = Data()
         for l in lines { body.append(l); body.append(UInt8(ascii: "\n")) }
+        try FileOutput.writeAtomically(body, to: url, what: "the progress log")
         do {
-            try body.write(to: url, options: .atomic)
             handle = try FileHandle(forWritingTo: url)
             try handle.seekToEnd()
         } catch {
-            throw HeatmapError("\(url.path): cannot write: \(error.localizedDescription)")
+            throw FileWriteError(path: url.path, action: "opening the progress log", reason: FileOutput.reason(of: error, path: url.path))
         }
     }
 

@@ -124,7 +124,9 @@ public enum Ops {
             for r in 0..<(x.count / max(d, 1)) {
                 var s: Double = 0
                 for j in 0..<d { let v = Double(p[r * d + j]); s += v * v }
-                let inv = s > 0 ? Float(1 / s.squareRoot()) : 0
+                // A zero row stays zero; a row holding NaN or ±infinity becomes NaN, never zero, so
+                // the callers' finiteness checks see it.
+                let inv: Float = s.isFinite ? (s > 0 ? Float(1 / s.squareRoot()) : 0) : .nan
                 for j in 0..<d { p[r * d + j] *= inv }
             }
         }

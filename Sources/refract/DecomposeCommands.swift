@@ -130,9 +130,11 @@ struct Ablate: AsyncParsableCommand {
         let report = try MeanAblation.run(reader, meansFrom: means, classifier: classifier.weights, classes: classNames,
                                           classFile: classes)
         let dir = URL(fileURLWithPath: output)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try Data(try Output.json(report).utf8).write(to: dir.appendingPathComponent("ablation.json"), options: .atomic)
-        try Data(MeanAblation.csv(report).utf8).write(to: dir.appendingPathComponent("ablation.csv"), options: .atomic)
+        try FileOutput.createDirectory(dir, action: "creating the output folder")
+        try FileOutput.writeAtomically(Data(try Output.json(report).utf8), to: dir.appendingPathComponent("ablation.json"),
+                                       what: "the ablation report")
+        try FileOutput.writeAtomically(Data(MeanAblation.csv(report).utf8), to: dir.appendingPathComponent("ablation.csv"),
+                                       what: "the ablation table")
         try AblationPlot.write(report, to: dir.appendingPathComponent("ablation.png"))
         for s in report.studies {
             print(s.id.padding(toLength: max(18, s.id.count), withPad: " ", startingAt: 0)

@@ -85,8 +85,14 @@ struct EmbedImages: AsyncParsableCommand {
             bar.update(done: done, total: files.count)
         }
         bar.finish()
-        try Output.writeLines(files.map(\.path), to: Output.sidecar(URL(fileURLWithPath: output), "paths.txt"))
-        try normalizeFlag.write(embeddings, to: output)
+        // The list first, then the array: a failure on the array removes the list, so no list is
+        // left beside a missing or older array (each file is written atomically).
+        let list = Output.sidecar(URL(fileURLWithPath: output), "paths.txt")
+        try Output.writeLines(files.map(\.path), to: list, what: "the image list")
+        do { try normalizeFlag.write(embeddings, to: output) } catch {
+            try? FileManager.default.removeItem(at: list)
+            throw error
+        }
     }
 }
 

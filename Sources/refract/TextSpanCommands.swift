@@ -94,10 +94,13 @@ struct TextSpanCommand: AsyncParsableCommand {
         }
         headBar.finish()
         let dir = URL(fileURLWithPath: output)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try Data(try Output.json(report).utf8).write(to: dir.appendingPathComponent("textspan.json"), options: .atomic)
-        try Data(TextSpanRendering.markdown(report).utf8).write(to: dir.appendingPathComponent("textspan.md"), options: .atomic)
-        try Data(TextSpanRendering.html(report).utf8).write(to: dir.appendingPathComponent("textspan.html"), options: .atomic)
+        try FileOutput.createDirectory(dir, action: "creating the output folder")
+        try FileOutput.writeAtomically(Data(try Output.json(report).utf8), to: dir.appendingPathComponent("textspan.json"),
+                                       what: "the TextSpan report")
+        try FileOutput.writeAtomically(Data(TextSpanRendering.markdown(report).utf8), to: dir.appendingPathComponent("textspan.md"),
+                                       what: "the TextSpan report (Markdown)")
+        try FileOutput.writeAtomically(Data(TextSpanRendering.html(report).utf8), to: dir.appendingPathComponent("textspan.html"),
+                                       what: "the TextSpan report (HTML)")
         for head in report.heads {
             let top = head.descriptions.prefix(3).map { "\($0.text) (\(String(format: "%.1f", 100 * $0.varianceExplained))%)" }
             print("\(head.name): \(top.joined(separator: "; "))")

@@ -87,7 +87,7 @@ final class ContactSheetTests: XCTestCase {
         let file = scratch.appendingPathComponent("taken")
         try Data().write(to: file)
         XCTAssertThrowsError(try RetrievalOutput.write(report(query: query, paths: []), to: file)) {
-            XCTAssertTrue("\($0)".contains(file.path) && "\($0)".contains("not a directory"), "\($0)")
+            XCTAssertTrue("\($0)".contains(file.path) && "\($0)".contains("is a file, not a folder"), "\($0)")
         }
     }
 }

@@ -196,6 +196,14 @@ final class KernelTests: XCTestCase {
         #endif
     }
 
+    func testL2NormalisationKeepsZeroAndNeverHidesNaN() {
+        let x = Tensor(shape: [4, 3], data: [3, 4, 0,  0, 0, 0,  1, .nan, 2,  .infinity, 1, 1])
+        let y = Ops.l2Normalized(x)
+        XCTAssertEqual(Array(y.data[0..<3]), [0.6, 0.8, 0])
+        XCTAssertEqual(Array(y.data[3..<6]), [0, 0, 0], "a zero row stays zero")
+        XCTAssertTrue(y.data[6..<12].allSatisfy(\.isNaN), "a row with NaN or infinity is NaN, not zero: \(y.data)")
+    }
+
     func testBLASInfoIsReported() throws {
         let info = try BLAS.load()
         XCTAssertFalse(info.library.isEmpty)
