@@ -13,7 +13,8 @@ import RefractTensor
 // and retrieval) first hashes each shard it touches against the SHA-256 in the manifest, once per
 // reader (lazily, on the shard's first read; `verifyChecksums()` does all of them up front). A
 // damaged shard is refused with an error naming it, both hashes, and that the run is damaged; no
-// value from it is ever returned.
+// value from it is ever returned. A shard unchanged since it last matched (same device, inode,
+// size and file times: `ShardStamps`) is not hashed again.
 
 /// Reads a run directory written by `StoreWriter`.
 public final class StoreReader: Sendable {
@@ -269,6 +270,7 @@ func verifyConstantsChecksum(manifest: StoreManifest, run: URL) throws {
 func verifyShardChecksum(manifest: StoreManifest, run: URL, index: Int) throws {
     let record = manifest.shards[index]
     let url = run.appendingPathComponent(record.file)
+    if ShardStamps.isVerified(url, sha256: record.sha256) { return }   // unchanged since it last matched
     let hex: String
     do {
         hex = try SHA256.hexDigest(ofFileAt: url)
@@ -281,6 +283,7 @@ func verifyShardChecksum(manifest: StoreManifest, run: URL, index: Int) throws {
                             + "(the file was modified or corrupted after it was written); its data cannot be trusted. "
                             + "Recompute the run, or restore the file from a copy")
     }
+    ShardStamps.record(url, sha256: record.sha256)
 }
 
 /// Validates recorded shard `index` of `manifest` and returns the input indices of its rows.

@@ -45,6 +45,7 @@ final class CLITests: XCTestCase {
         var env = ProcessInfo.processInfo.environment
         env["HF_HUB_OFFLINE"] = "1"
         env["HF_HUB_CACHE"] = scratch.appendingPathComponent("hf-cache").path
+        env["REFRACT_CACHE_DIR"] = scratch.appendingPathComponent("refract-cache").path   // never the user's own cache
         env.merge(extra) { $1 }
         for name in removed { env[name] = nil }
         p.environment = env

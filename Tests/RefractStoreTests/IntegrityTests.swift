@@ -146,4 +146,33 @@ final class IntegrityTests: XCTestCase {
         XCTAssertEqual(mkfifo(manifest.path, 0o644), 0)
         assertStoreError(try StoreReader(run: run, allowIncomplete: true), contains: [manifest.path, "not a regular file"])
     }
+
+    /// A verified shard leaves a stamp of its file status; an unchanged shard is then not hashed
+    /// again, and any later write to it invalidates the stamp, so the damage is still refused.
+    func testStampsSkipUnchangedShardsButNeverHideAnEdit() throws {
+        let cache = try makeTempDirectory(self)
+        let before = getenv("REFRACT_CACHE_DIR").map { String(cString: $0) }
+        setenv("REFRACT_CACHE_DIR", cache.path, 1)
+        defer { if let before { setenv("REFRACT_CACHE_DIR", before, 1) } else { unsetenv("REFRACT_CACHE_DIR") } }
+        let run = try makeTempDirectory(self).appendingPathComponent("run")
+        let fx = Fixture(n: 10, shardSize: 4, dtype: .float16)
+        try fx.write(to: run)
+        let shard = run.appendingPathComponent("shard-00001.safetensors")
+        let sha = try StoreReader(run: run).manifest.shards[1].sha256
+        // A file verified within `settle` seconds of its last change gets no stamp (racy).
+        _ = try StoreReader(run: run).tensor("attn")
+        XCTAssertFalse(ShardStamps.isVerified(shard, sha256: sha), "a freshly written shard must not be stamped")
+        Thread.sleep(forTimeInterval: ShardStamps.settle + 1.5)
+        _ = try StoreReader(run: run).tensor("attn")
+        XCTAssertTrue(ShardStamps.isVerified(shard, sha256: sha))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: cache.appendingPathComponent("verified-shards/\(sha)").path))
+        // Same length, one bit: the file's times change, the stamp no longer matches, the hash refuses.
+        try flipByte(shard)
+        XCTAssertFalse(ShardStamps.isVerified(shard, sha256: sha))
+        assertStoreError(try StoreReader(run: run).tensor("attn"), kind: .checksumMismatch, contains: [shard.path, "the run is damaged"])
+        // REFRACT_VERIFY_SHARDS=always ignores stamps.
+        setenv("REFRACT_VERIFY_SHARDS", "always", 1)
+        defer { unsetenv("REFRACT_VERIFY_SHARDS") }
+        XCTAssertFalse(ShardStamps.enabled)
+    }
 }
