@@ -1,4 +1,5 @@
 import Foundation
+import RefractTensor
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -134,7 +135,8 @@ public struct HubDownloader: Sendable {
         let home = environment["HF_HOME"].flatMap { $0.isEmpty ? nil : expandTilde($0, environment) }
             ?? ((environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? homeDirectory(environment) + "/.cache") + "/huggingface")
         let path = environment["HF_TOKEN_PATH"].flatMap { $0.isEmpty ? nil : expandTilde($0, environment) } ?? home + "/token"
-        let t = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let t = (try? InputFile.read(path, maxBytes: 1 << 16)).map { String(decoding: $0, as: UTF8.self) }?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         return (t?.isEmpty ?? true) ? nil : t
     }
 
