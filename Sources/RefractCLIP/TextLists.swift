@@ -4,6 +4,7 @@
 // template files (they would silently shift indices) and skipped nowhere else silently.
 
 import Foundation
+import RefractTensor
 
 public struct TextFileError: Error, CustomStringConvertible {
     public var file: String
@@ -15,8 +16,8 @@ public enum TextLists {
     /// Reads non-empty lines. Fails on unreadable or non-UTF-8 files, empty files and blank lines.
     public static func readLines(_ url: URL, what: String = "text") throws -> [String] {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw TextFileError(file: url.path, message: "cannot read: \(error.localizedDescription)")
+        do { data = try InputFile.read(url.path) } catch let e as InputFileError {
+            throw TextFileError(file: url.path, message: "cannot read the \(what) list: \(e.reason)")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw TextFileError(file: url.path, message: "not valid UTF-8")

@@ -1,4 +1,5 @@
 import Foundation
+import RefractTensor
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -62,12 +63,23 @@ public struct HubDownloader: Sendable {
     public var token: String?
     /// When true (`HF_HUB_OFFLINE=1`), nothing touches the network; only cached files are returned.
     public var offline: Bool
-    /// Extra attempts after a transport failure or a 5xx/429 answer; each resumes the partial file.
-    public var maxRetries: Int = 5
+    /// Extra attempts after a transport failure (including a timeout) or a 5xx/429 answer; each
+    /// resumes the partial file. `$REFRACT_HTTP_RETRIES` when set.
+    public var maxRetries: Int = HubDownloader.defaultMaxRetries
     /// Delay before the first retry; doubles on each further one.
     public var retryDelay: TimeInterval = 1
-    /// Idle timeout for each request, in seconds.
-    public var timeout: TimeInterval = 60
+    /// Read timeout of each request: the longest silence once the response has begun, in seconds.
+    /// `$REFRACT_HTTP_READ_TIMEOUT` when set.
+    public var timeout: TimeInterval = HubDownloader.defaultReadTimeout
+    /// Connect timeout of each request: the connection and the response headers must arrive within
+    /// it, in seconds. `$REFRACT_HTTP_CONNECT_TIMEOUT` when set.
+    public var connectTimeout: TimeInterval = HubDownloader.defaultConnectTimeout
+
+    public static let defaultMaxRetries = 5
+    public static let defaultReadTimeout: TimeInterval = 60
+    public static let defaultConnectTimeout: TimeInterval = 30
+
+    var timeouts: HTTPTimeouts { HTTPTimeouts(connect: connectTimeout, read: timeout) }
     /// Check the SHA-256 of LFS files against their ETag.
     public var verifyChecksums: Bool = true
     /// Called as bytes arrive (at most ~10 times a second per file, plus once when a file is done).
@@ -90,6 +102,24 @@ public struct HubDownloader: Sendable {
                   endpoint: URL(string: ep) ?? URL(string: "https://huggingface.co")!,
                   token: Self.token(environment: environment),
                   offline: Self.isOffline(environment: environment))
+        let limits = Self.networkLimits(environment: environment)
+        if let v = limits.connectTimeout { connectTimeout = v }
+        if let v = limits.readTimeout { timeout = v }
+        if let v = limits.retries { maxRetries = v }
+    }
+
+    /// `REFRACT_HTTP_CONNECT_TIMEOUT`, `REFRACT_HTTP_READ_TIMEOUT` (seconds, 0.01...3600) and
+    /// `REFRACT_HTTP_RETRIES` (0...20) when set; a value that is not a number in range is ignored
+    /// (nil) so a typo cannot disable the limits.
+    public static func networkLimits(environment: [String: String]) -> (connectTimeout: TimeInterval?, readTimeout: TimeInterval?, retries: Int?) {
+        func seconds(_ key: String) -> TimeInterval? {
+            guard let raw = environment[key], let v = TimeInterval(raw.trimmingCharacters(in: .whitespaces)),
+                  v.isFinite, (0.01...3600).contains(v) else { return nil }
+            return v
+        }
+        let retries = environment["REFRACT_HTTP_RETRIES"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            .flatMap { (0...20).contains($0) ? $0 : nil }
+        return (seconds("REFRACT_HTTP_CONNECT_TIMEOUT"), seconds("REFRACT_HTTP_READ_TIMEOUT"), retries)
     }
 
     /// Whether `HF_HUB_OFFLINE` is set to 1/true/yes/on.
@@ -105,7 +135,8 @@ public struct HubDownloader: Sendable {
         let home = environment["HF_HOME"].flatMap { $0.isEmpty ? nil : expandTilde($0, environment) }
             ?? ((environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? homeDirectory(environment) + "/.cache") + "/huggingface")
         let path = environment["HF_TOKEN_PATH"].flatMap { $0.isEmpty ? nil : expandTilde($0, environment) } ?? home + "/token"
-        let t = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let t = (try? InputFile.read(path, maxBytes: 1 << 16)).map { String(decoding: $0, as: UTF8.self) }?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         return (t?.isEmpty ?? true) ? nil : t
     }
 
@@ -188,7 +219,7 @@ public struct HubDownloader: Sendable {
             req.httpMethod = "HEAD"
             addHeaders(&req)
             var r = try await withRetries(repoId: repoId, filename: filename) {
-                try await HTTPTransfer.perform(req, timeout: timeout)
+                try await HTTPTransfer.perform(req, timeouts: timeouts)
             }
             for (k, v) in carried where r.headers[k] == nil { r.headers[k] = v }
             switch r.status {
@@ -260,7 +291,7 @@ public struct HubDownloader: Sendable {
                         throw CheckpointError.httpStatus(repo: repoId, file: filename, status: s.status, url: s.url.absoluteString)
                     }
                     throw CheckpointError.network(repo: repoId, file: filename,
-                        message: "\(e) (after \(attempt + 1) attempt\(attempt == 0 ? "" : "s"); run again to resume)")
+                        message: "\(e) (gave up after \(attempt + 1) attempt\(attempt == 0 ? "" : "s"); run again to resume)")
                 }
                 let delay = retryDelay * pow(2, Double(attempt))
                 attempt += 1
@@ -310,7 +341,7 @@ public struct HubDownloader: Sendable {
             addHeaders(&req)
             if sink.offset > 0 { req.setValue("bytes=\(sink.offset)-", forHTTPHeaderField: "Range") }
             let requestedOffset = sink.offset
-            let r = try await HTTPTransfer.perform(req, timeout: timeout, onResponse: { r in
+            let r = try await HTTPTransfer.perform(req, timeouts: timeouts, onResponse: { r in
                 switch r.status {
                 case 200:
                     if sink.offset > 0 { try sink.truncate() }  // server ignored the Range: start over

@@ -92,17 +92,21 @@ public struct ModelLocation: Sendable, Equatable {
         public var offline: Bool?
         /// Download progress (see `TerminalProgress.stderrReporter()`).
         public var progress: (@Sendable (DownloadProgress) -> Void)?
-        public var maxRetries: Int
+        /// Retries after a failed request (nil: `$REFRACT_HTTP_RETRIES`, else 5).
+        public var maxRetries: Int?
         public var retryDelay: TimeInterval
-        public var timeout: TimeInterval
+        /// Read timeout in seconds (nil: `$REFRACT_HTTP_READ_TIMEOUT`, else 60).
+        public var timeout: TimeInterval?
+        /// Connect timeout in seconds (nil: `$REFRACT_HTTP_CONNECT_TIMEOUT`, else 30).
+        public var connectTimeout: TimeInterval?
         public var verifyChecksums: Bool
 
         public init(layout: ModelLayout? = nil,
                     environment: [String: String] = ProcessInfo.processInfo.environment,
                     cacheDirectory: URL? = nil, offline: Bool? = nil,
                     progress: (@Sendable (DownloadProgress) -> Void)? = nil,
-                    maxRetries: Int = 5, retryDelay: TimeInterval = 1, timeout: TimeInterval = 60,
-                    verifyChecksums: Bool = true) {
+                    maxRetries: Int? = nil, retryDelay: TimeInterval = 1, timeout: TimeInterval? = nil,
+                    connectTimeout: TimeInterval? = nil, verifyChecksums: Bool = true) {
             self.layout = layout
             self.environment = environment
             self.cacheDirectory = cacheDirectory
@@ -111,6 +115,7 @@ public struct ModelLocation: Sendable, Equatable {
             self.maxRetries = maxRetries
             self.retryDelay = retryDelay
             self.timeout = timeout
+            self.connectTimeout = connectTimeout
             self.verifyChecksums = verifyChecksums
         }
 
@@ -120,9 +125,10 @@ public struct ModelLocation: Sendable, Equatable {
             if let cacheDirectory { d.cache = HubCache(root: cacheDirectory) }
             if let offline { d.offline = offline }
             d.progress = progress
-            d.maxRetries = maxRetries
+            if let maxRetries { d.maxRetries = maxRetries }
             d.retryDelay = retryDelay
-            d.timeout = timeout
+            if let timeout { d.timeout = timeout }
+            if let connectTimeout { d.connectTimeout = connectTimeout }
             d.verifyChecksums = verifyChecksums
             return d
         }

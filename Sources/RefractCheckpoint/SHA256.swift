@@ -1,4 +1,5 @@
 import Foundation
+import RefractTensor
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -59,8 +60,10 @@ public struct SHA256: @unchecked Sendable {
     /// Absorbs the contents of a file, read in 4 MiB chunks.
     public mutating func update(fileAt url: URL, progress: ((Int64) -> Void)? = nil) throws {
         let path = url.path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw CheckpointError.io(path: path, message: "cannot open: \(errnoString())") }
+        let fd: Int32  // refused by type before opening: a FIFO would block (InputFile)
+        do { fd = try InputFile.openRegular(path).fd } catch let e as InputFileError {
+            throw CheckpointError.io(path: path, message: "cannot open to hash: \(e.reason)")
+        }
         defer { close(fd) }
         let chunk = 4 << 20
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64)

@@ -88,15 +88,13 @@ public final class SafetensorsFile: @unchecked Sendable {  // immutable after in
     public init(url: URL) throws {
         self.url = url
         let path = url.path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw CheckpointError.io(path: path, message: "cannot open: \(errnoString())") }
-        defer { close(fd) }
-        var st = stat()
-        if fstat(fd, &st) != 0 { throw CheckpointError.io(path: path, message: "cannot stat: \(errnoString())") }
-        if (st.st_mode & S_IFMT) != S_IFREG {
-            throw CheckpointError.io(path: path, message: "not a regular file")
+        // Refused by type before the open can block (a FIFO given as the weights file), then
+        // opened non-blocking and checked again on the descriptor (InputFile).
+        let fd: Int32, size: Int
+        do { (fd, size) = try InputFile.openRegular(path) } catch let e as InputFileError {
+            throw CheckpointError.io(path: path, message: "cannot open the safetensors file: \(e.reason)")
         }
-        let size = Int(st.st_size)
+        defer { close(fd) }
         fileSize = size
         if size == 0 { throw CheckpointError.malformedFile(path: path, reason: "file is empty (0 bytes)") }
         if size < 8 {

@@ -65,8 +65,8 @@ public final class TensorLoader {
     public static func shardFiles(indexFile: URL) throws -> [(url: URL, keys: Set<String>)] {
         let path = indexFile.path
         let data: Data
-        do { data = try Data(contentsOf: indexFile) } catch {
-            throw CheckpointError.io(path: path, message: "cannot read: \(error.localizedDescription)")
+        do { data = try InputFile.read(path) } catch let e as InputFileError {  // refused by type first (a FIFO would block)
+            throw CheckpointError.io(path: path, message: "cannot read the weights index: \(e.reason)")
         }
         let json: JSONValue
         do { json = try JSONParser.parse(Array(data)) } catch {

@@ -11,9 +11,12 @@
 //   the label; every other column is kept (e.g. Waterbirds' `y`, `place`, `split`). CSV quoting
 //   follows RFC 4180; blank lines are skipped.
 // - any other file: that image, unlabelled.
-// Paths are stored absolute, so a run can be resumed from another working directory.
+// Paths are stored absolute, so a run can be resumed from another working directory. A path or
+// label with a line break or other control character is refused (it would shift every later line
+// of the exported images.txt / labels.txt), as is a named pipe, device or socket given as a file.
 
 import Foundation
+import RefractTensor
 import RefractCLIP
 import RefractStore
 
@@ -54,7 +57,20 @@ public struct ImageDataset: Sendable, Equatable {
             } else if ["csv", "tsv"].contains(url.pathExtension.lowercased()) {
                 images += try list(url)
             } else {
+                do { try InputFile.requireRegular(path) } catch let e as InputFileError {
+                    throw DatasetError(path: path, message: "\(e.reason); give image folders, CSV/TSV image lists or image files")
+                }
                 images.append(StoreImage(path: url.path))
+            }
+        }
+        // One validation place for every source (folders, lists, files): each path and label must
+        // fit on one line of the run's images.txt / labels.txt.
+        for image in images {
+            do {
+                try ImageListing.checkListable(image.path, what: "image path")
+                if let label = image.label { try ImageListing.checkListable(label, what: "label") }
+            } catch let e as ImageListError {
+                throw DatasetError(path: ImageListing.displayPath(image.path), message: e.message)
             }
         }
         return ImageDataset(images: images)
@@ -62,9 +78,12 @@ public struct ImageDataset: Sendable, Equatable {
 
     /// Rows of a CSV/TSV image list.
     static func list(_ url: URL) throws -> [StoreImage] {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-            throw DatasetError(path: url.path, message: "cannot read as UTF-8 text: \(error.localizedDescription)")
+        let data: Data
+        do { data = try InputFile.read(url.path) } catch let e as InputFileError {
+            throw DatasetError(path: url.path, message: "cannot read the image list: \(e.reason)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw DatasetError(path: url.path, message: "cannot read the image list: not valid UTF-8 text")
         }
         let separator: Character = url.pathExtension.lowercased() == "tsv" ? "\t" : ","
         let rows = try parseDelimited(text, separator: separator, file: url.path)

@@ -7,6 +7,7 @@
 
 import CRefractCodecs
 import Foundation
+import RefractTensor
 
 /// The container formats Refract decodes.
 public enum ImageFormat: String, Sendable, Equatable {
@@ -117,12 +118,13 @@ public enum ImageDecoder {
 
     // MARK: Internals
 
+    /// The file's bytes; a directory, FIFO, device or socket is refused by its type before it is
+    /// opened (`InputFile`), so nothing can block on it and the message says what it is.
     private static func readFile(_ url: URL) throws -> Data {
         do {
-            return try Data(contentsOf: url, options: .mappedIfSafe)
-        } catch {
-            let reason = (error as NSError).localizedDescription
-            throw ImageError(source: url.path, kind: .unreadable, detail: reason)
+            return try InputFile.read(url.path)
+        } catch let error as InputFileError {
+            throw ImageError(source: url.path, kind: .unreadable, detail: error.reason)
         }
     }
 

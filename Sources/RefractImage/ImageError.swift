@@ -5,7 +5,8 @@
 
 public struct ImageError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Kind: String, Sendable, Equatable, CaseIterable {
-        /// The file could not be read at all (missing, a directory, no permission).
+        /// The file could not be read at all (missing, no permission, or not a regular file: a
+        /// directory, a named pipe, a device or a socket, refused by type before opening).
         case unreadable
         /// Zero bytes.
         case empty

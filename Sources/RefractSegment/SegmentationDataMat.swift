@@ -14,11 +14,14 @@
 import Foundation
 import RefractHDF5
 import RefractImage
+import RefractTensor
 
 /// `gtsegs_ijcv.mat`, the ImageNet-Segmentation dataset (Guillaumin et al.; 4,276 images).
 public final class ImageNetSegmentationMat: SegmentationDataset {
     public static let imagesPath = "/value/img"
     public static let masksPath = "/value/gt"
+    /// Largest image (width x height) read, as for image files: `ImageDecoder.defaultMaxPixels`.
+    public static let maxPixels = ImageDecoder.defaultMaxPixels
 
     public let source: String
     public let count: Int
@@ -33,6 +36,12 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
         let path = url.path
         source = path
         fileName = url.lastPathComponent
+        // A FIFO, device or socket is refused by type before the HDF5 library opens (and blocks on) it.
+        if FileManager.default.fileExists(atPath: path) {
+            do { try InputFile.requireRegular(path) } catch let e as InputFileError {
+                throw SegmentationDataError(path: path, message: "cannot open the MAT-file: \(e.reason)")
+            }
+        }
         let hdf: HDF5File
         do {
             hdf = try HDF5File(path: path)
@@ -97,6 +106,13 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
                 throw fail(imageSet.name, "expected an RGB image stored as [3, W, H] (rank 3), found rank \(shape.count) shape \(shape)")
             }
             let (w, h) = (shape[1], shape[2])
+            // The image decoder's decompression-bomb limit, checked before the mask or the pixels
+            // are read (a few KB of HDF5 can declare a 60000 x 60000 image).
+            let (pixels, overflow) = w.multipliedReportingOverflow(by: h)
+            if overflow || pixels > Self.maxPixels {
+                throw fail(imageSet.name, "the image is too large: declared size \(w)x\(h) (WxH) exceeds the limit of "
+                    + "\(Self.maxPixels) pixels, the same limit as for image files")
+            }
 
             // Mask: the gt entry is a cell whose [0, 0] references the mask, [W, H].
             let cell = try file.dataset(referencedBy: masks[index])

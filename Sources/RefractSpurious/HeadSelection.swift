@@ -144,8 +144,8 @@ public enum HeadSelection {
         }
         let file = isDir.boolValue ? url.appendingPathComponent("textspan.json") : url
         let data: Data
-        do { data = try Data(contentsOf: file) } catch {
-            throw SpuriousError(path: file.path, message: "cannot read: \(error.localizedDescription)")
+        do { data = try InputFile.read(file.path) } catch let e as InputFileError {
+            throw SpuriousError(path: file.path, message: "cannot read the TextSpan report: \(e.reason)")
         }
         do {
             return (try JSONDecoder().decode(TextSpanReport.self, from: data), file)

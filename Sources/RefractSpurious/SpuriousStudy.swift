@@ -24,8 +24,11 @@ public struct SpuriousOptions: Sendable {
     /// every MLP, as the official script does.
     public var paperAblations = false
     public var paperKeptLayers = 4
-    /// Random-head control: number of draws (0: none) and the seed of the draws.
+    /// Random-head control: number of draws (0: none, at most `maxRandomDraws`) and the seed of the draws.
     public var randomDraws = 10
+    /// Most random draws a study makes: each is scored over every image and kept in the report
+    /// (spurious.json), so the count is bounded before any draw is made.
+    public static let maxRandomDraws = 10_000
     public var seed: UInt64 = 0
     public init() {}
 }
@@ -137,15 +140,41 @@ public enum SpuriousStudy {
 
     /// `draws` sets of `k` distinct heads of `pool`, each sorted, from one SplitMix64 stream seeded
     /// with `seed` (a partial Fisher–Yates shuffle per draw).
+    /// Draws are made one at a time as the result is consumed (a lazy sequence), so no more than
+    /// one draw's heads are held beyond what the caller keeps; `run` bounds their number.
     public static func randomDraws(pool: [HeadID], k: Int, draws: Int, seed: UInt64) -> [[HeadID]] {
-        var rng = SplitMix64(seed: seed)
-        return (0..<draws).map { _ in
-            var items = pool
-            for i in 0..<k {
-                let j = i + min(items.count - i - 1, Int(rng.uniformOpen() * Double(items.count - i)))
-                items.swapAt(i, j)
+        Array(lazyRandomDraws(pool: pool, k: k, draws: draws, seed: seed))
+    }
+
+    /// The draws of `randomDraws` as a sequence that makes each draw when it is reached (each
+    /// iteration starts again from `seed`).
+    public static func lazyRandomDraws(pool: [HeadID], k: Int, draws: Int, seed: UInt64) -> RandomDraws {
+        RandomDraws(pool: pool, k: min(max(0, k), pool.count), draws: max(0, draws), seed: seed)
+    }
+
+    /// `draws` draws of `k` distinct heads of `pool`, made one at a time.
+    public struct RandomDraws: Sequence {
+        let pool: [HeadID], k: Int, draws: Int, seed: UInt64
+
+        public struct Iterator: IteratorProtocol {
+            let pool: [HeadID], k: Int
+            var remaining: Int
+            var rng: SplitMix64
+
+            public mutating func next() -> [HeadID]? {
+                guard remaining > 0 else { return nil }
+                remaining -= 1
+                var items = pool
+                for i in 0..<k {
+                    let j = i + Swift.min(items.count - i - 1, Int(rng.uniformOpen() * Double(items.count - i)))
+                    items.swapAt(i, j)
+                }
+                return Array(items.prefix(k)).sorted()
             }
-            return Array(items.prefix(k)).sorted()
+        }
+
+        public func makeIterator() -> Iterator {
+            Iterator(pool: pool, k: k, remaining: draws, rng: SplitMix64(seed: seed))
         }
     }
 
@@ -160,8 +189,11 @@ public enum SpuriousStudy {
             throw SpuriousError(path: reader.run.path, message: "head \(bad.name) does not exist: the run has layers 0...\(l - 1) "
                 + "and heads 0...\(h - 1)")
         }
-        guard options.paperKeptLayers > 0, options.randomDraws >= 0 else {
-            throw SpuriousError(path: reader.run.path, message: "paperKeptLayers must be positive and randomDraws not negative")
+        guard options.paperKeptLayers > 0 else {
+            throw SpuriousError(path: reader.run.path, message: "paperKeptLayers must be positive (got \(options.paperKeptLayers))")
+        }
+        guard (0...SpuriousOptions.maxRandomDraws).contains(options.randomDraws) else {
+            throw SpuriousError(path: "randomDraws", message: "\(options.randomDraws) is out of range: allowed 0...\(SpuriousOptions.maxRandomDraws)")
         }
         let paperLayers = options.paperAblations ? Array(0..<max(0, l - options.paperKeptLayers)) : []
         let paperHeads = paperLayers.flatMap { layer in (0..<h).map { HeadID(layer: layer, head: $0) } }
@@ -189,7 +221,7 @@ public enum SpuriousStudy {
                 throw SpuriousError(path: reader.run.path, message: "\(chosen.count) heads chosen, but the random control "
                     + "draws from only \(pool.count) (\(words))")
             }
-            let draws = randomDraws(pool: pool, k: chosen.count, draws: options.randomDraws, seed: options.seed).enumerated().map { i, heads in
+            let draws = lazyRandomDraws(pool: pool, k: chosen.count, draws: options.randomDraws, seed: options.seed).enumerated().map { i, heads in
                 setting("random.\(i + 1)", "random heads \(heads.map(\.description).joined(separator: ", ")) mean-ablated"
                         + (options.paperAblations ? ", with \(paperWords)" : ""), heads: heads, paper: options.paperAblations)
             }

@@ -12,6 +12,7 @@
 // row are an error. Metadata rows that are not in the run are ignored and counted.
 
 import Foundation
+import RefractTensor
 import RefractDecompose
 
 // MARK: Errors
@@ -74,8 +75,8 @@ public struct WaterbirdsMetadata: Sendable {
     public static func load(_ url: URL) throws -> WaterbirdsMetadata {
         let file = url.path
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw SpuriousError(path: file, message: "cannot read: \(error.localizedDescription)")
+        do { data = try InputFile.read(file) } catch let e as InputFileError {
+            throw SpuriousError(path: file, message: "cannot read the metadata file: \(e.reason)")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw SpuriousError(path: file, message: "not UTF-8 text")

@@ -37,8 +37,8 @@ public struct DescriptionPool: Sendable {
 
     public static func load(_ url: URL) throws -> DescriptionPool {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw TextSpanInputError(path: url.path, message: "cannot read: \(error.localizedDescription)")
+        do { data = try InputFile.read(url.path) } catch let e as InputFileError {  // refused by type first: a FIFO would block
+            throw TextSpanInputError(path: url.path, message: "cannot read the description pool: \(e.reason)")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw TextSpanInputError(path: url.path, message: "not UTF-8 text")

@@ -1,4 +1,9 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Where a tokenizer's vocabulary comes from.
 public enum CLIPVocabularySource: Sendable, Equatable {
@@ -70,6 +75,20 @@ enum VocabularyReader {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw TokenizerError.fileNotFound(path: path)
+        }
+        // Refused by type before it is opened: a named pipe would block the read forever. (The same
+        // rule as RefractTensor's InputFile; this target has no dependencies.)
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
+            let kind: String
+            switch st.st_mode & S_IFMT {
+            case S_IFIFO: kind = "is a named pipe (FIFO), not a regular file"
+            case S_IFCHR: kind = "is a character device, not a regular file"
+            case S_IFBLK: kind = "is a block device, not a regular file"
+            case S_IFSOCK: kind = "is a socket, not a regular file"
+            default: kind = "is not a regular file"
+            }
+            throw TokenizerError.unreadable(path: path, reason: kind)
         }
         do {
             return try Data(contentsOf: url)

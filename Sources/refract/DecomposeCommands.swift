@@ -39,7 +39,7 @@ struct Decompose: AsyncParsableCommand {
     @Argument(help: "Image folders, CSV/TSV image lists, or image files.") var paths: [String]
 
     func run() async throws {
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
         guard let conv = DecompositionConvention(rawValue: convention) else {
             throw ValidationError("--convention must be faithful or gandelsman2024, not '\(convention)'")
         }
@@ -55,7 +55,7 @@ struct Decompose: AsyncParsableCommand {
         options.onError = skipUnreadable ? .skip : .stop
         options.resume = resume
         if let shardSize {
-            guard shardSize > 0 else { throw ValidationError("--shard-size must be positive") }
+            try CountBounds.check("--shard-size", shardSize, CountBounds.shardSize)
             options.shardSize = shardSize
         }
         // For tests of kill-and-resume: SIGKILL ourselves after this many shards are on disk.
@@ -124,7 +124,7 @@ struct Ablate: AsyncParsableCommand {
         let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
             ?? ZeroShotClassifier.defaultTemplates
         try BLAS.load()
-        if let threads { BLAS.setThreads(threads) }
+        try CountBounds.check("--threads", threads, CountBounds.threads); if let threads { BLAS.setThreads(threads) }
         let clip = try await RunModel.load(for: reader, spec: model)
         let classifier = try clip.zeroShotClassifierChecked(classes: classNames, templates: templateList)
         let report = try MeanAblation.run(reader, meansFrom: means, classifier: classifier.weights, classes: classNames,

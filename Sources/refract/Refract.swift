@@ -29,6 +29,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "BLAS threads (default: OpenBLAS's own choice, all cores).")
     var threads: Int?
 
+    func validate() throws { try CountBounds.check("--threads", threads, CountBounds.threads) }
+
     func load() async throws -> CLIP {
         try BLAS.load()
         if let threads { BLAS.setThreads(threads) }
@@ -76,7 +78,7 @@ struct EmbedImages: AsyncParsableCommand {
     @Argument(help: "Image files or folders.") var paths: [String]
 
     func run() async throws {
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
         let files = try ImageListing.expand(paths)
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
         let clip = try await modelOptions.load()
@@ -161,7 +163,8 @@ struct Classify: AsyncParsableCommand {
     @Argument(help: "Image files or folders.") var paths: [String]
 
     func run() async throws {
-        guard topK > 0 else { throw ValidationError("--top-k must be positive") }
+        try CountBounds.check("--top-k", topK, CountBounds.top)
+        try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
         let classNames = try TextLists.readLines(URL(fileURLWithPath: classes), what: "class name")
         let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
             ?? ZeroShotClassifier.defaultTemplates

@@ -43,7 +43,9 @@ struct RetrieveCommand: AsyncParsableCommand {
         guard let metric = RetrievalMetric(rawValue: metric) else {
             throw ValidationError("--metric must be cosine or dot, not '\(metric)'")
         }
-        guard top > 0 else { throw ValidationError("--top must be positive") }
+        try CountBounds.check("--top", top, CountBounds.top)
+        try CountBounds.check("--index", index, CountBounds.index)
+        try CountBounds.check("--threads", threads, CountBounds.threads)
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
         let dims = try Retrieval.dimensions(reader)
         let options = RetrievalOptions(heads: try HeadID.parseList(heads, layers: dims.layers, heads: dims.heads), top: top, metric: metric)

@@ -112,8 +112,8 @@ struct SegmentCommand: AsyncParsableCommand {
         options.saveImages = saveImages
         options.limit = limit
         options.resume = resume
-        guard saveImages >= 0 else { throw ValidationError("--save-images must be 0 or more") }
-        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+        try CountBounds.check("--save-images", saveImages, CountBounds.saveImages)
+        try CountBounds.check("--limit", limit, CountBounds.limit)
         let data = try SegmentationDatasets.open(URL(fileURLWithPath: dataset))
         let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
             ?? SegmentText.imagenetClasses()

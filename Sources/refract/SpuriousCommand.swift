@@ -44,8 +44,8 @@ struct SpuriousCommand: AsyncParsableCommand {
         guard (ablate == nil) != (ablateByText == nil) else { throw ValidationError("give --ablate or --ablate-by-text (one of them)") }
         if ablateByText == nil && textspan != nil { throw ValidationError("--textspan needs --ablate-by-text") }
         if ablateByText?.trimmingCharacters(in: .whitespaces).isEmpty == true { throw ValidationError("--ablate-by-text is empty") }
-        guard top > 0 else { throw ValidationError("--top must be positive") }
-        guard randomDraws >= 0 else { throw ValidationError("--random-draws must not be negative") }
+        try CountBounds.check("--top", top, CountBounds.top)
+        try CountBounds.check("--random-draws", randomDraws, CountBounds.randomDraws)
     }
 
     func run() async throws {

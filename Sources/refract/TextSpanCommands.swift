@@ -16,6 +16,8 @@ struct TextOptions: ParsableArguments {
     @Flag(name: .long, help: "Do not read or write the text-embedding cache ($REFRACT_CACHE_DIR, $XDG_CACHE_HOME/refract or ~/.cache/refract).")
     var noCache = false
 
+    func validate() throws { try CountBounds.check("--threads", threads, CountBounds.threads) }
+
     func load(_ reader: StoreReader) async throws -> (CLIP, String) {
         try BLAS.load()
         if let threads { BLAS.setThreads(threads) }
@@ -58,6 +60,7 @@ struct TextSpanCommand: AsyncParsableCommand {
 
     func run() async throws {
         if layers != nil && heads != nil { throw ValidationError("give --layers or --heads, not both") }
+        try CountBounds.check("--per-head", perHead, CountBounds.top); try CountBounds.check("--rank", rank, CountBounds.rank)
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
         let dims = reader.manifest.dimensions
         let nl = dims["layers"] ?? 0, nh = dims["heads"] ?? 0
@@ -127,7 +130,7 @@ struct HeadsCommand: AsyncParsableCommand {
     @OptionGroup var textOptions: TextOptions
 
     func run() async throws {
-        guard top > 0 else { throw ValidationError("--top must be positive") }
+        try CountBounds.check("--top", top, CountBounds.top)
         let query = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !query.isEmpty else { throw ValidationError("--text is empty") }
         let reader = try StoreReader(run: URL(fileURLWithPath: run))

@@ -92,7 +92,7 @@ extension CLITests {
             (["--heads", "1.0"], ["give a query"]),
             (["--index", "0", "--text", "a dog", "--heads", "1.0"], ["not several"]),
             (["--index", "0", "--heads", "1.0", "--metric", "euclid"], ["--metric must be cosine or dot"]),
-            (["--index", "0", "--heads", "1.0", "--top", "0"], ["--top must be positive"]),
+            (["--index", "0", "--heads", "1.0", "--top", "0"], ["--top 0 is out of range: allowed 1...100000"]),
             (["--image", path(scratch, "nothing.png"), "--heads", "1.0"], ["nothing.png"]),
         ]
         for (args, parts) in cases {

@@ -297,6 +297,88 @@ final class HubDownloaderTests: XCTestCase {
         }
     }
 
+    // MARK: Timeouts
+
+    /// A server that accepts the connection and never answers: each attempt ends at the connect
+    /// timeout, the retries give up and say so (URL, which timeout, how many tries), in about
+    /// (retries + 1) x timeout.
+    func testServerThatNeverAnswersTimesOutAndGivesUp() async throws {
+        addOpenCLIPRepo("laion/tiny", weights: try bigWeights(1))
+        server.setNeverAnswer(true)
+        let opts = ModelLocation.Options(environment: env(), maxRetries: 2, retryDelay: 0.01, timeout: 0.4, connectTimeout: 0.4)
+        let clock = ContinuousClock()
+        let start = clock.now
+        await assertCheckpointErrorAsync({ try await ModelLocation.resolve("laion/tiny", options: opts) },
+                                         contains: ["laion/tiny", "open_clip_config.json", "HEAD \(server.endpoint)/laion/tiny/resolve/main/",
+                                                    "no response within 0.4 s (connect timeout)", "gave up after 3 attempts"]) {
+            if case .network = $0 { return true } else { return false }
+        }
+        let elapsed = clock.now - start
+        XCTAssertLessThan(elapsed, .seconds(8), "the downloader waited \(elapsed)")
+        XCTAssertGreaterThanOrEqual(elapsed, .milliseconds(1200))
+        XCTAssertEqual(server.requests.count, 3)
+    }
+
+    /// A body that stops part-way and stays silent: the read timeout fires, each retry resumes
+    /// from the bytes kept, the last attempt gives up; once the server behaves, the next run
+    /// finishes the file from where it stopped.
+    func testBodyThatStallsTimesOutAndIsResumedLater() async throws {
+        let weights = try bigWeights(1)
+        addOpenCLIPRepo("laion/tiny", weights: weights)
+        let cut = weights.count / 3
+        server.stallBody(for: "open_clip_model.safetensors", afterBytes: cut)
+        let opts = ModelLocation.Options(environment: env(), maxRetries: 1, retryDelay: 0.01, timeout: 0.4, connectTimeout: 2)
+        let clock = ContinuousClock()
+        let start = clock.now
+        await assertCheckpointErrorAsync({ try await ModelLocation.resolve("laion/tiny", options: opts) },
+                                         contains: ["open_clip_model.safetensors", "GET \(server.endpoint)/laion/tiny/resolve/",
+                                                    "no data for 0.4 s after", "(read timeout)", "gave up after 2 attempts",
+                                                    "run again to resume"]) {
+            if case .network = $0 { return true } else { return false }
+        }
+        XCTAssertLessThan(clock.now - start, .seconds(8))
+        let etag = try XCTUnwrap(server.file("laion/tiny", "open_clip_model.safetensors")).etag
+        let partial = repoDir.appendingPathComponent("blobs/\(etag).incomplete")
+        XCTAssertEqual(fileSize(partial), Int64(cut), "the bytes received before the stall are kept for the next run")
+
+        server.stallBody(for: "open_clip_model.safetensors", afterBytes: nil)
+        server.clearLog()
+        _ = try await ModelLocation.resolve("laion/tiny", options: opts)
+        try assertCached("laion/tiny", "open_clip_model.safetensors")
+        let gets = server.requests.filter { $0.method == "GET" }
+        XCTAssertEqual(gets.last?.headers["range"], "bytes=\(cut)-")
+    }
+
+    /// The limits come from `REFRACT_HTTP_*` when the options leave them open; malformed or
+    /// out-of-range values are ignored rather than disabling a limit.
+    func testTimeoutsAndRetriesFromTheEnvironment() async throws {
+        let limits = HubDownloader.networkLimits(environment: ["REFRACT_HTTP_CONNECT_TIMEOUT": "0.3", "REFRACT_HTTP_READ_TIMEOUT": "7",
+                                                               "REFRACT_HTTP_RETRIES": "1"])
+        XCTAssertEqual(limits.connectTimeout, 0.3)
+        XCTAssertEqual(limits.readTimeout, 7)
+        XCTAssertEqual(limits.retries, 1)
+        for bad in ["0", "-1", "nan", "inf", "1e9", "x", ""] {
+            let l = HubDownloader.networkLimits(environment: ["REFRACT_HTTP_CONNECT_TIMEOUT": bad, "REFRACT_HTTP_READ_TIMEOUT": bad,
+                                                             "REFRACT_HTTP_RETRIES": bad])
+            XCTAssertNil(l.connectTimeout, bad)
+            XCTAssertNil(l.readTimeout, bad)
+            if bad != "0" { XCTAssertNil(l.retries, bad) } else { XCTAssertEqual(l.retries, 0) }  // no retries is allowed
+        }
+        let defaults = HubDownloader(environment: [:])
+        XCTAssertEqual(defaults.connectTimeout, HubDownloader.defaultConnectTimeout)
+        XCTAssertEqual(defaults.timeout, HubDownloader.defaultReadTimeout)
+        XCTAssertEqual(defaults.maxRetries, HubDownloader.defaultMaxRetries)
+
+        server.setNeverAnswer(true)
+        let opts = ModelLocation.Options(environment: env(["REFRACT_HTTP_CONNECT_TIMEOUT": "0.3", "REFRACT_HTTP_RETRIES": "1"]),
+                                         retryDelay: 0.01)
+        let clock = ContinuousClock()
+        let start = clock.now
+        await assertCheckpointErrorAsync({ try await ModelLocation.resolve("laion/tiny", options: opts) },
+                                         contains: ["no response within 0.3 s (connect timeout)", "gave up after 2 attempts"])
+        XCTAssertLessThan(clock.now - start, .seconds(6))
+    }
+
     func testSingleFileDownloadAPI() async throws {
         addTransformersRepo("laion/tiny", weights: try bigWeights(1))
         var d = HubDownloader(environment: env())

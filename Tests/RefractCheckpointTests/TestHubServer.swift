@@ -9,7 +9,9 @@ import Darwin
 // A minimal HTTP/1.1 server on 127.0.0.1 (ephemeral port) that imitates the Hugging Face hub's
 // resolve endpoint: ETag / X-Linked-Etag / X-Linked-Size / X-Repo-Commit headers, 404s with
 // X-Error-Code, 401 for unknown repositories, optional redirects of LFS files to a "CDN" path,
-// Range requests, and a fault mode that drops the connection part-way through a body.
+// Range requests, and fault modes: drop the connection part-way through a body, accept a
+// connection and never answer, or send part of a body and then go silent (the last two hold
+// the connection open until the server stops, at most `holdLimit` seconds).
 // Each connection is served on its own thread with socket timeouts and `Connection: close`;
 // the accept loop polls a stop flag and shuts itself down after `lifetime` seconds regardless.
 
@@ -40,6 +42,10 @@ final class TestHubServer: @unchecked Sendable {
     private var redirectMode: Redirect = .none
     private var requiredToken: String?
     private var ignoreRange = false
+    private var neverAnswer = false
+    private var stalls: [String: Int] = [:]  // by file name: body bytes sent before going silent
+    /// Longest a silent connection is held open.
+    let holdLimit: TimeInterval = 30
 
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
@@ -115,6 +121,23 @@ final class TestHubServer: @unchecked Sendable {
     func setRedirect(_ mode: Redirect) { lock.lock(); redirectMode = mode; lock.unlock() }
     func requireToken(_ token: String?) { lock.lock(); requiredToken = token; lock.unlock() }
     func setIgnoreRange(_ on: Bool) { lock.lock(); ignoreRange = on; lock.unlock() }
+    /// Every request is read and logged, then never answered (the connection stays open).
+    func setNeverAnswer(_ on: Bool) { lock.lock(); neverAnswer = on; lock.unlock() }
+    /// Every GET of `name`'s bytes sends the headers and `afterBytes` body bytes, then goes silent
+    /// (nil: serve normally again).
+    func stallBody(for name: String, afterBytes: Int?) { lock.lock(); stalls[name] = afterBytes; lock.unlock() }
+
+    /// Keeps a connection open and silent until the server stops (or `holdLimit` passes).
+    private func holdSilently() {
+        let until = Date().addingTimeInterval(holdLimit)
+        while Date() < until {
+            lock.lock()
+            let stop = stopped
+            lock.unlock()
+            if stop { return }
+            usleep(20_000)
+        }
+    }
 
     var requests: [Request] {
         lock.lock(); defer { lock.unlock() }
@@ -191,11 +214,15 @@ final class TestHubServer: @unchecked Sendable {
     }
 
     private func respond(_ fd: Int32, _ status: Int, _ reason: String, headers: [(String, String)], body: [UInt8] = [],
-                         head: Bool, contentLength: Int? = nil, dropAfter: Int? = nil) {
+                         head: Bool, contentLength: Int? = nil, dropAfter: Int? = nil, stallAfter: Int? = nil) {
         var text = "HTTP/1.1 \(status) \(reason)\r\n"
         for (k, v) in headers { text += "\(k): \(v)\r\n" }
         text += "Content-Length: \(contentLength ?? body.count)\r\nConnection: close\r\n\r\n"
         guard send(fd, Array(text.utf8)), !head else { return }
+        if let stallAfter {
+            _ = send(fd, Array(body.prefix(stallAfter)))
+            return holdSilently()
+        }
         if let dropAfter {
             _ = send(fd, Array(body.prefix(dropAfter)))
             usleep(50_000)
@@ -212,7 +239,9 @@ final class TestHubServer: @unchecked Sendable {
         let mode = redirectMode
         let token = requiredToken
         let noRange = ignoreRange
+        let silent = neverAnswer
         lock.unlock()
+        if silent { return holdSilently() }
         let head = req.method == "HEAD"
         let path = req.path.removingPercentEncoding ?? req.path
 
@@ -287,14 +316,16 @@ final class TestHubServer: @unchecked Sendable {
         }
         let body = Array(file.content[start...])
         var dropAfter: Int?
+        var stallAfter: Int?
         if !head {
             lock.lock()
+            stallAfter = stalls[name].map { max(0, $0 - start) }
             if let d = drops[name], d.remaining > 0 {
                 drops[name] = (d.afterBytes, d.remaining - 1)
                 dropAfter = max(0, d.afterBytes - start)
             }
             lock.unlock()
         }
-        respond(fd, status.0, status.1, headers: headers, body: body, head: head, dropAfter: dropAfter)
+        respond(fd, status.0, status.1, headers: headers, body: body, head: head, dropAfter: dropAfter, stallAfter: stallAfter)
     }
 }

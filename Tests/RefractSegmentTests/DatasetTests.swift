@@ -171,6 +171,42 @@ final class DatasetTests: XCTestCase {
         XCTAssertTrue(h5?.message.contains("/value/img") ?? false, "\(String(describing: h5))")
     }
 
+    /// A 7 KB MAT-file declaring one 60000 x 60000 image (scripts/fixtures/huge_image_mat.c; chunks
+    /// never written): refused by the image decoder's pixel limit before the mask or any pixel is
+    /// read, naming the sample, the declared size and the limit.
+    func testMatImageOverThePixelLimitIsRefusedBeforeReading() throws {
+        let url = F.url("bad_huge_image.mat")
+        XCTAssertLessThan(try XCTUnwrap(FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int), 16_384)
+        let dataset = try SegmentationDatasets.open(url)
+        XCTAssertEqual(dataset.count, 1)
+        let start = Date()
+        let error = F.error { try dataset.sample(at: 0) }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2)
+        XCTAssertEqual(error?.path, url.path)
+        for word in ["sample 0 (bad_huge_image.mat#0)", "too large", "60000x60000",
+                     "\(ImageDecoder.defaultMaxPixels) pixels", "same limit as for image files"] {
+            XCTAssertTrue(error?.description.contains(word) ?? false, "'\(word)' not in: \(String(describing: error))")
+        }
+        XCTAssertEqual(ImageNetSegmentationMat.maxPixels, ImageDecoder.defaultMaxPixels)
+    }
+
+    /// A named pipe or a directory given as the .mat is refused by type before HDF5 opens (and
+    /// would block on) it.
+    func testNonRegularMatPathsAreRefusedByType() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("refract-seg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fifo = dir.appendingPathComponent("pipe.mat")
+        XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
+        let e = returnsPromptly(within: 10, unblocking: fifo) { F.error { try ImageNetSegmentationMat(url: fifo) } } ?? nil
+        XCTAssertTrue(e?.description.contains("named pipe (FIFO)") ?? false, "\(String(describing: e))")
+        XCTAssertTrue(e?.description.contains(fifo.path) ?? false, "\(String(describing: e))")
+        let folder = dir.appendingPathComponent("folder.mat")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let d = F.error { try ImageNetSegmentationMat(url: folder) }
+        XCTAssertTrue(d?.description.contains("is a directory") ?? false, "\(String(describing: d))")
+    }
+
     // MARK: Folder datasets
 
     func testFolderSamples() throws {
@@ -314,4 +350,27 @@ private final class Mismatches: @unchecked Sendable {
     private var n = 0
     func add() { lock.lock(); n += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
+
+/// Runs `body` on its own thread and returns its result, or nil (a test failure) if it has not
+/// returned within `seconds`: then it is blocked opening `fifo`, which is unblocked by opening
+/// the pipe's write end, so a regression fails the test instead of hanging the suite.
+func returnsPromptly<T>(within seconds: Double, unblocking fifo: URL, file: StaticString = #filePath, line: UInt = #line,
+                        _ body: @escaping () -> T) -> T? {
+    let box = PromptBox(body)
+    Thread { box.value = box.body(); box.done.signal() }.start()
+    if box.done.wait(timeout: .now() + seconds) == .success { return box.value }
+    XCTFail("still blocked after \(seconds) s on \(fifo.path)", file: file, line: line)
+    let fd = open(fifo.path, O_WRONLY | O_NONBLOCK)
+    if fd >= 0 { close(fd) }
+    _ = box.done.wait(timeout: .now() + 10)
+    return nil
+}
+
+/// The result of a body run on another thread (written before `done` is signalled, read after).
+final class PromptBox<T>: @unchecked Sendable {
+    var value: T?
+    let body: () -> T
+    let done = DispatchSemaphore(value: 0)
+    init(_ body: @escaping () -> T) { self.body = body }
 }

@@ -120,6 +120,16 @@ final class MetadataTests: XCTestCase {
         assertError(try WaterbirdsMetadata.load(try write("img_filename,y,split,place\n\"a.jpg,0,2,0\n")),
                     mentions: ["metadata.csv:2", "unterminated"])
         assertError(try WaterbirdsMetadata.load(scratch.appendingPathComponent("none.csv")), mentions: ["none.csv", "cannot read"])
+        // Not a regular file: refused by type before it is opened (a FIFO would block the read).
+        let folder = scratch.appendingPathComponent("folder.csv")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        assertError(try WaterbirdsMetadata.load(folder), mentions: [folder.path, "cannot read the metadata file: is a directory"])
+        let fifo = scratch.appendingPathComponent("pipe.csv")
+        XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
+        assertError(try WaterbirdsMetadata.load(fifo), mentions: [fifo.path, "is a named pipe (FIFO), not a regular file"])
+        let notReport = scratch.appendingPathComponent("textspan-fifo.json")
+        XCTAssertEqual(mkfifo(notReport.path, 0o600), 0)
+        assertError(try HeadSelection.loadTextSpanReport(notReport), mentions: [notReport.path, "named pipe (FIFO)"])
     }
 
     func testClassLists() throws {

@@ -213,6 +213,18 @@ final class StudyTests: XCTestCase {
 
     // MARK: Random draws
 
+    /// The draws are made one at a time: the first few of a billion cost nothing, and they are the
+    /// first draws of the eager list.
+    func testRandomDrawsAreMadeLazily() throws {
+        let pool = (0..<12).flatMap { l in (0..<12).map { HeadID(layer: l, head: $0) } }
+        let started = Date()
+        let first = Array(SpuriousStudy.lazyRandomDraws(pool: pool, k: 5, draws: 1_000_000_000, seed: 7).prefix(3))
+        XCTAssertLessThan(Date().timeIntervalSince(started), 1)
+        XCTAssertEqual(first, SpuriousStudy.randomDraws(pool: pool, k: 5, draws: 3, seed: 7))
+        let seq = SpuriousStudy.lazyRandomDraws(pool: pool, k: 5, draws: 4, seed: 7)
+        XCTAssertEqual(Array(seq), Array(seq), "each iteration starts from the seed")
+    }
+
     func testRandomDrawsAreSeededDistinctAndFromThePool() throws {
         let pool = (8..<12).flatMap { l in (0..<12).map { HeadID(layer: l, head: $0) } }
         let a = SpuriousStudy.randomDraws(pool: pool, k: 8, draws: 10, seed: 42)
@@ -368,6 +380,17 @@ final class StudyTests: XCTestCase {
         }
         options.randomDraws = 0
         XCTAssertNil(try SpuriousStudy.run(reader, evaluation: eval, metadata: "m", classifier: classifier(), choice: five, options: options).random)
+        // Absurd draw counts are refused before any draw is made (1e9 once built every draw in memory).
+        for draws in [1_000_000_000, SpuriousOptions.maxRandomDraws + 1, -1] {
+            var absurd = SpuriousOptions()
+            absurd.randomDraws = draws
+            let started = Date()
+            XCTAssertThrowsError(try SpuriousStudy.run(reader, evaluation: eval, metadata: "m", classifier: classifier(), choice: good,
+                                                       options: absurd)) {
+                XCTAssertTrue("\($0)".contains("randomDraws: \(draws) is out of range: allowed 0...\(SpuriousOptions.maxRandomDraws)"), "\($0)")
+            }
+            XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        }
         // A run whose images the metadata does not list.
         let stray = scratch.appendingPathComponent("stray.csv")
         try "path\n\(fixtures.appendingPathComponent("inputs/img0_40x32.png").path)\n".write(to: stray, atomically: true, encoding: .utf8)

@@ -37,6 +37,12 @@ final class ErrorTests: XCTestCase {
             return false
         }
         XCTAssertTrue(TokenizerError.fileNotFound(path: "/x/vocab.json").description.contains("/x/vocab.json"))
+        // A named pipe or a device where the vocabulary belongs: refused by type, never read (a FIFO would block).
+        let fifo = tmp.appendingPathComponent("vocab-fifo.json")
+        XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
+        expectError(.tokenizerJSON(fifo)) { $0 == .unreadable(path: fifo.path, reason: "is a named pipe (FIFO), not a regular file") }
+        let device = URL(fileURLWithPath: "/dev/zero")
+        expectError(.openCLIPBPE(device), flavour: .openCLIP) { $0 == .unreadable(path: "/dev/zero", reason: "is a character device, not a regular file") }
     }
 
     func testMalformedVocabJSON() throws {
