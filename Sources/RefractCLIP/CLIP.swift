@@ -125,14 +125,22 @@ public final class CLIP: Sendable {
 
     // MARK: Zero-shot
 
-    public func zeroShotClassifier(classes: [String], templates: [String] = ZeroShotClassifier.defaultTemplates)
-        -> ZeroShotClassifier {
-        let prompts = ZeroShotClassifier.prompts(classes: classes, templates: templates)
-        return ZeroShotClassifier(classes: classes, templates: templates, textEmbeddings: encodeTexts(prompts))
-    }
+    // `zeroShotClassifier(classes:templates:)` (below, with the checks on files and predictions)
+    // refuses a class whose text embedding is not finite.
 }
 
 // MARK: - Files and predictions
+
+/// A batch size outside 1...`CLIP.maxBatchSize` given to a library call.
+public struct CLIPBatchSizeError: Error, CustomStringConvertible, Sendable {
+    public var batchSize: Int
+    public var description: String { "batch size \(batchSize) is out of range (allowed 1...\(CLIP.maxBatchSize))" }
+}
+
+extension CLIP {
+    /// The largest batch a library call accepts (the CLI bounds `--batch-size` the same way).
+    public static let maxBatchSize = 4096
+}
 
 extension CLIP {
     /// Decodes, preprocesses and embeds image files in batches: [N, D'] raw embeddings, rows in
@@ -140,6 +148,9 @@ extension CLIP {
     /// with an `ImageError` naming it. `progress` receives the number of images done.
     /// A NaN or ±infinity in an embedding stops the run with a `NonFiniteError` naming the file.
     public func encodeImageFiles(_ files: [URL], batchSize: Int = 8, progress: ((Int) -> Void)? = nil) throws -> Tensor {
+        guard (1...Self.maxBatchSize).contains(batchSize) else {
+            throw CLIPBatchSizeError(batchSize: batchSize)
+        }
         var rows = [Float]()
         rows.reserveCapacity(files.count * architecture.embedDim)
         var start = 0
@@ -166,7 +177,7 @@ extension CLIP {
 
     /// A zero-shot classifier whose class embeddings are all finite (else a `NonFiniteError`
     /// naming the class and its prompts).
-    public func zeroShotClassifierChecked(classes: [String], templates: [String] = ZeroShotClassifier.defaultTemplates)
+    public func zeroShotClassifier(classes: [String], templates: [String] = ZeroShotClassifier.defaultTemplates)
         throws -> ZeroShotClassifier {
         let prompts = ZeroShotClassifier.prompts(classes: classes, templates: templates)
         let labels = prompts.map { "'\($0)'" }

@@ -85,6 +85,9 @@ public enum DecomposeRun {
                            progress: ((Int, Int) -> Void)? = nil,
                            shardWritten: ((Int) -> Void)? = nil) throws -> DecomposeRunSummary {
         if dataset.images.isEmpty { throw DatasetError(path: output.path, message: "no images to decompose") }
+        guard (1...CLIP.maxBatchSize).contains(options.batchSize) else {
+            throw DatasetError(path: output.path, message: "batch size \(options.batchSize) is out of range (allowed 1...\(CLIP.maxBatchSize))")
+        }
         let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention, tokenLayers: options.tokenLayers)
         let header = try header(model: model, weightsSHA256: try model.weightsSHA256(), dataset: dataset,
                                 options: options, shape: decomposer.shape)

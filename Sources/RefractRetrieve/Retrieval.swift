@@ -160,7 +160,15 @@ public enum Retrieval {
     /// Every row's head-set vector Σ_{heads} attn[l, h], [N, D'] float32, read from the chosen heads' bytes only.
     public static func headSetVectors(_ reader: StoreReader, heads: [HeadID]) throws -> Tensor {
         _ = try dimensions(reader)
-        return try reader.summedSlices(of: "attn", indices: heads.map { [$0.layer, $0.head] })      // [N, D']
+        let vectors = try reader.summedSlices(of: "attn", indices: heads.map { [$0.layer, $0.head] })  // [N, D']
+        if let bad = vectors.firstNonFinite() {
+            let width = max(vectors.shape.last ?? 1, 1), row = bad.index / width
+            throw NonFiniteError(source: reader.run.path,
+                                 subject: "the chosen heads' contributions of row \(row) (image \(reader.rowImages[row].path))",
+                                 bad: NonFiniteValue(index: bad.index % width, value: bad.value), shape: [width],
+                                 note: "retrieve refuses runs holding non-finite values; decompose the images again")
+        }
+        return vectors
     }
 
     /// Answers `query` over the run. `model` must be the run's model (see `RunModel.load`); it is needed

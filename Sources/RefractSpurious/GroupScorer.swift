@@ -9,6 +9,7 @@
 // Predictions are the first class with the highest score (numpy's argmax).
 
 import Foundation
+import RefractDecompose
 import RefractStore
 import RefractTensor
 import RefractTextSpan
@@ -60,6 +61,7 @@ public final class GroupScorer: Sendable {
         var base = [Double](repeating: 0, count: n * c), mlp = base
         var head = [Double](repeating: 0, count: n * lh * c)
         try reader.forEachShard(Self.required + present) { rows, t in
+            try StoredValues.requireFinite(reader, rows: rows, tensors: t, purpose: "the spurious-cue study")
             let mine = rows.filter { slot[$0] >= 0 }
             guard !mine.isEmpty else { return }
             var stacked = [Float](repeating: 0, count: mine.count * k * d)

@@ -123,8 +123,8 @@ func pathKind(_ url: URL) -> PathKind {
 func requireRegularFile(_ url: URL, role: String) throws {
     var st = stat()
     guard stat(url.path, &st) == 0 else { return }         // missing: the caller's own error follows
-    if (st.st_mode & S_IFMT) != S_IFREG {
-        throw StoreError(.invalidShard, path: url.path, "is not a regular file (a pipe, socket or device), expected \(role)")
+    if let problem = InputFile.typeProblem(mode: st.st_mode) {
+        throw StoreError(.invalidShard, path: url.path, "\(problem), expected \(role)")
     }
 }
 

@@ -60,12 +60,10 @@ public enum NPY {
         // Refuse what is not a regular file before opening it (a FIFO would block in open).
         var st = stat()
         if stat(name, &st) != 0 {
-            throw NPYError(file: name, message: "cannot read: \(String(cString: strerror(errno)))")
+            throw NPYError(file: name, message: "cannot read: \(InputFile.errnoReason(errno))")
         }
-        switch st.st_mode & S_IFMT {
-        case S_IFREG: break
-        case S_IFDIR: throw NPYError(file: name, message: "is a folder, not a .npy file")
-        default: throw NPYError(file: name, message: "is not a regular file (a pipe, socket or device), not a .npy file")
+        if let problem = InputFile.typeProblem(mode: st.st_mode) {
+            throw NPYError(file: name, message: "\(problem) (expected a .npy file)")
         }
         let data: Data
         do { data = try Data(contentsOf: url, options: .mappedIfSafe) } catch {

@@ -93,11 +93,9 @@ public struct DescriptionPool: Sendable {
 }
 
 public enum TextEmbeddings {
+    /// Refract's cache directory (`RefractCache.directory`).
     public static func cacheDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
-        if let dir = environment["REFRACT_CACHE_DIR"], !dir.isEmpty { return URL(fileURLWithPath: dir) }
-        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return URL(fileURLWithPath: xdg).appendingPathComponent("refract") }
-        let home = environment["HOME"] ?? NSHomeDirectory()
-        return URL(fileURLWithPath: home).appendingPathComponent(".cache/refract")
+        RefractCache.directory(environment: environment)
     }
 
     public enum Source: String, Sendable { case computed, cache, file }

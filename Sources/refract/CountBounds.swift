@@ -6,11 +6,12 @@
 // overflow arithmetic downstream. The error names the option, the value and the allowed range.
 
 import ArgumentParser
+import RefractCLIP
 import RefractSpurious
 
 enum CountBounds {
     /// Images per forward pass (`--batch-size`): activations grow linearly with it.
-    static let batchSize = 1...4096
+    static let batchSize = 1...CLIP.maxBatchSize
     /// Images per shard (`--shard-size`).
     static let shardSize = 1...1_000_000
     /// BLAS threads (`--threads`).

@@ -126,7 +126,7 @@ struct Ablate: AsyncParsableCommand {
         try BLAS.load()
         try CountBounds.check("--threads", threads, CountBounds.threads); if let threads { BLAS.setThreads(threads) }
         let clip = try await RunModel.load(for: reader, spec: model)
-        let classifier = try clip.zeroShotClassifierChecked(classes: classNames, templates: templateList)
+        let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
         let report = try MeanAblation.run(reader, meansFrom: means, classifier: classifier.weights, classes: classNames,
                                           classFile: classes)
         let dir = URL(fileURLWithPath: output)

@@ -171,7 +171,7 @@ struct Classify: AsyncParsableCommand {
         let files = try ImageListing.expand(paths)
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
         let clip = try await modelOptions.load()
-        let classifier = try clip.zeroShotClassifierChecked(classes: classNames, templates: templateList)
+        let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
         let bar = ProgressBar(label: "images")
         let embeddings = try clip.encodeImageFiles(files, batchSize: batchSize) { bar.update(done: $0, total: files.count) }
         bar.finish()

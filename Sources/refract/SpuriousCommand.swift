@@ -70,7 +70,7 @@ struct SpuriousCommand: AsyncParsableCommand {
         let candidateLayers: [Int]? = paperAblations ? Array(max(0, nl - options.paperKeptLayers)..<nl) : nil
 
         let (clip, hash) = try await textOptions.load(reader)
-        let classifier = clip.zeroShotClassifier(classes: classNames, templates: templateList)
+        let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
         let choice: HeadChoice
         if let explicit {
             choice = try HeadSelection.explicit(explicit)

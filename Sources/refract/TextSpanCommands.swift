@@ -87,7 +87,7 @@ struct TextSpanCommand: AsyncParsableCommand {
         bar.finish()
         FileHandle.standardError.write(Data("text embeddings: \(pool.count) descriptions (\(source.rawValue))\n".utf8))
         let accuracy = try classNames.map {
-            AccuracyInputs(classifier: try clip.zeroShotClassifierChecked(classes: $0, templates: templateList).weights,
+            AccuracyInputs(classifier: try clip.zeroShotClassifier(classes: $0, templates: templateList).weights,
                            classes: $0, classesFile: classes!, templates: templateList)
         }
         let headBar = ProgressBar(label: "heads")

@@ -201,7 +201,7 @@ final class HostileConfigTests: XCTestCase {
         XCTAssertThrowsError(try clip.encodeTextsChecked(["a dog", "a cat"], labels: ["line 1", "line 2"])) { e in
             XCTAssertTrue("\(e)".hasPrefix("line 1: the text embedding"), "\(e)")
         }
-        XCTAssertThrowsError(try clip.zeroShotClassifierChecked(classes: ["dog"])) { e in
+        XCTAssertThrowsError(try clip.zeroShotClassifier(classes: ["dog"])) { e in
             XCTAssertTrue("\(e)".contains("'a photo of a dog.'"), "\(e)")
         }
     }

@@ -132,7 +132,7 @@ final class ParityTests: XCTestCase {
         let templates = try TextLists.readTemplates(fixtures.appendingPathComponent("inputs/templates.txt"))
         for name in Self.models {
             let clip = try loadFixtureModel(name)
-            let classifier = clip.zeroShotClassifier(classes: classes, templates: templates)
+            let classifier = try clip.zeroShotClassifier(classes: classes, templates: templates)
             assertParity(classifier.weights, try expected(name, "classifier").tensor, .embeddings, "\(name) classifier")
             let images = inputImages.map { fixtures.appendingPathComponent("inputs/\($0)") }
             let scores = classifier.scores(try clip.encodeImageFiles(images))

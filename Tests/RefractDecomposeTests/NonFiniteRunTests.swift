@@ -92,7 +92,7 @@ final class NonFiniteRunTests: XCTestCase {
         _ = try DecomposeRun.run(model: model, dataset: dataset, output: dir.appendingPathComponent("good"), options: options)
         let good = try StoreReader(run: dir.appendingPathComponent("good"))
         let classes = try TextLists.readLines(fixtureInputs.appendingPathComponent("classes.txt"))
-        let classifier = model.zeroShotClassifier(classes: classes).weights
+        let classifier = try model.zeroShotClassifier(classes: classes).weights
         XCTAssertNoThrow(try MeanAblation.run(good, classifier: classifier, classes: classes, classFile: "classes.txt"))
         for (i, (name, value)) in [("attn", Float.nan), ("mlp", .infinity), ("pre", -.infinity)].enumerated() {
             let bad = try copyRun(good, to: dir.appendingPathComponent("bad\(i)"), name: name, row: 3, index: 5, value: value)

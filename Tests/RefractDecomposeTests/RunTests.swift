@@ -76,7 +76,7 @@ final class RunTests: XCTestCase {
             let dataset = try ImageDataset.load([try fixtureList(in: dir).path])
             let classes = try TextLists.readLines(fixtureInputs.appendingPathComponent("classes.txt"))
             let templates = try TextLists.readTemplates(fixtureInputs.appendingPathComponent("templates.txt"))
-            let classifier = model.zeroShotClassifier(classes: classes, templates: templates)
+            let classifier = try model.zeroShotClassifier(classes: classes, templates: templates)
             for convention in DecompositionConvention.allCases {
                 var options = DecomposeRunOptions()
                 options.convention = convention
@@ -157,7 +157,7 @@ final class RunTests: XCTestCase {
         }
         let model = try loadModel("openclip-tiny")
         let classes = ["a", "b", "c", "d", "e"]
-        let classifier = model.zeroShotClassifier(classes: classes)
+        let classifier = try model.zeroShotClassifier(classes: classes)
         XCTAssertThrowsError(try MeanAblation.run(readers[0], meansFrom: readers[1], classifier: classifier.weights,
                                                   classes: classes, classFile: "c.txt")) { error in
             XCTAssertTrue("\(error)".contains("different"), "\(error)")
@@ -180,13 +180,13 @@ final class RunTests: XCTestCase {
         _ = try DecomposeRun.run(model: model, dataset: dataset, output: run, options: DecomposeRunOptions())
         let reader = try StoreReader(run: run)
         let three = ["tench", "goldfish", "shark"]
-        XCTAssertThrowsError(try MeanAblation.run(reader, classifier: model.zeroShotClassifier(classes: three).weights,
+        XCTAssertThrowsError(try MeanAblation.run(reader, classifier: try model.zeroShotClassifier(classes: three).weights,
                                                   classes: three, classFile: "classes.txt")) { error in
             XCTAssertTrue("\(error)".contains("classes.txt: 3 classes, but the run has 2"), "\(error)")
         }
         // With the right count, sorted synset folders map to the class lines in order.
         let two = ["tench", "goldfish"]
-        let report = try MeanAblation.run(reader, classifier: model.zeroShotClassifier(classes: two).weights,
+        let report = try MeanAblation.run(reader, classifier: try model.zeroShotClassifier(classes: two).weights,
                                           classes: two, classFile: "classes.txt")
         XCTAssertEqual(report.labelMapping, LabelMapping.bySortedLabel.rawValue)
     }

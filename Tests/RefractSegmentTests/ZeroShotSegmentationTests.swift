@@ -41,7 +41,7 @@ struct MemoryDataset: SegmentationDataset {
 
 func fixtureClassifier(_ model: CLIP) throws -> ZeroShotClassifier {
     let dir = fixtureRoot.appendingPathComponent("models/inputs")
-    return model.zeroShotClassifier(classes: try TextLists.readLines(dir.appendingPathComponent("classes.txt")),
+    return try model.zeroShotClassifier(classes: try TextLists.readLines(dir.appendingPathComponent("classes.txt")),
                                     templates: try TextLists.readTemplates(dir.appendingPathComponent("templates.txt")))
 }
 

@@ -26,8 +26,8 @@ final class StudyTests: XCTestCase {
 
     static let classes = ["landbird", "waterbird"]
 
-    func classifier() -> ZeroShotClassifier {
-        clip.zeroShotClassifier(classes: Self.classes, templates: ["a photo of a {}.", "a {} in the wild."])
+    func classifier() throws -> ZeroShotClassifier {
+        try clip.zeroShotClassifier(classes: Self.classes, templates: ["a photo of a {}.", "a {} in the wild."])
     }
 
     /// A classifier that splits the images (the tiny model's zero-shot directions put every image
@@ -146,7 +146,7 @@ final class StudyTests: XCTestCase {
         let reader = try data.decompose(clip, into: scratch.appendingPathComponent("run-g"), convention: .gandelsman2024)
         XCTAssertFalse(reader.manifest.tensors.contains { $0.name == "attn_bias" })
         let eval = try evaluation(reader, split: nil)
-        let w = classifier().weights
+        let w = try classifier().weights
         let scorer = try GroupScorer(reader, evaluation: eval, classifier: w)
         let plain = rows(Ops.l2Normalized(try clip.encodeImageFiles(data.images.map { data.root.appendingPathComponent($0.name) })),
                          Array(0..<data.count))
@@ -366,7 +366,7 @@ final class StudyTests: XCTestCase {
         XCTAssertThrowsError(try HeadID.parseList("1.9", layers: 2, heads: 4)) { XCTAssertTrue("\($0)".contains("does not exist"), "\($0)") }
         XCTAssertThrowsError(try HeadSelection.explicit([])) { XCTAssertTrue("\($0)".contains("no heads"), "\($0)") }
         // Three classes.
-        let three = clip.zeroShotClassifier(classes: ["landbird", "waterbird", "seabird"])
+        let three = try clip.zeroShotClassifier(classes: ["landbird", "waterbird", "seabird"])
         XCTAssertThrowsError(try SpuriousStudy.run(reader, evaluation: eval, metadata: "m", classifier: three, choice: good)) {
             XCTAssertTrue("\($0)".contains("exactly 2"), "\($0)")
         }

@@ -132,7 +132,7 @@ final class NPYHeaderTests: XCTestCase {
     }
 
     func testReadRefusesFoldersAndFIFOsWithoutBlocking() throws {
-        XCTAssertThrowsError(try NPY.read(scratch)) { XCTAssertTrue("\($0)".contains("is a folder"), "\($0)") }
+        XCTAssertThrowsError(try NPY.read(scratch)) { XCTAssertTrue("\($0)".contains("is a directory"), "\($0)") }
         let fifo = scratch.appendingPathComponent("pipe.npy")
         XCTAssertEqual(mkfifo(fifo.path, 0o644), 0)
         XCTAssertThrowsError(try NPY.read(fifo)) {

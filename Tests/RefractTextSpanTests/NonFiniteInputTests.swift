@@ -55,7 +55,7 @@ extension PipelineTests {
         // TextSpan's accuracy check over the same run; the contributions of the damaged head are
         // refused by TextSpan itself, the sums of every component by the accuracy check.
         let classes = try TextLists.readLines(fixtures.appendingPathComponent("inputs/classes.txt"))
-        let inputs = AccuracyInputs(classifier: clip.zeroShotClassifier(classes: classes).weights, classes: classes,
+        let inputs = AccuracyInputs(classifier: try clip.zeroShotClassifier(classes: classes).weights, classes: classes,
                                     classesFile: "classes.txt", templates: ZeroShotClassifier.defaultTemplates)
         let pool = try DescriptionPool.load(try pipeline.write((0..<30).map { "thing \($0)" }.joined(separator: "\n"), "pool.txt"))
         let (texts, _) = try TextEmbeddings.load(pool: pool, model: clip, weightsSHA256: "x", cache: nil)

@@ -162,7 +162,7 @@ final class PipelineTests: XCTestCase {
         let pool = try DescriptionPool.load(try write(descriptions.joined(separator: "\n") + "\n", "pool.txt"))
         let (texts, _) = try TextEmbeddings.load(pool: pool, model: clip, weightsSHA256: "x", cache: nil)
         let classes = try TextLists.readLines(fixtures.appendingPathComponent("inputs/classes.txt"))
-        let inputs = AccuracyInputs(classifier: clip.zeroShotClassifier(classes: classes).weights, classes: classes,
+        let inputs = AccuracyInputs(classifier: try clip.zeroShotClassifier(classes: classes).weights, classes: classes,
                                     classesFile: "classes.txt", templates: ZeroShotClassifier.defaultTemplates)
         var options = TextSpanRunOptions()
         options.heads = [HeadID(layer: 1, head: 2), HeadID(layer: 1, head: 0)]
