@@ -71,12 +71,13 @@ public final class CLIP: Sendable {
     }
 
     /// SHA-256 identifying the weights: the hex digest of the weights file, or for a sharded
-    /// checkpoint the digest of the lines "<file name> <file digest>\n" in shard order.
+    /// checkpoint the digest of the lines "<file name> <file digest>\n" in shard order. A file in
+    /// the Hugging Face cache is checked against the SHA-256 the cache names it by.
     public func weightsSHA256() throws -> String {
         let files = try location.weightFiles()
-        if files.count == 1 { return try SHA256.hexDigest(ofFileAt: files[0]) }
+        if files.count == 1 { return try HubCache.checkedDigest(ofFileAt: files[0]) }
         var lines = ""
-        for f in files { lines += "\(f.lastPathComponent) \(try SHA256.hexDigest(ofFileAt: f))\n" }
+        for f in files { lines += "\(f.lastPathComponent) \(try HubCache.checkedDigest(ofFileAt: f))\n" }
         return SHA256.hexDigest(Array(lines.utf8))
     }
 

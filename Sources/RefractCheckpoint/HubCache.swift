@@ -209,3 +209,28 @@ func expandTilde(_ path: String, _ environment: [String: String]) -> String {
     if path.hasPrefix("~/") { return homeDirectory(environment) + path.dropFirst() }
     return path
 }
+
+// MARK: - Verifying cached blobs on use
+
+extension HubCache {
+    /// SHA-256 of a weights file, checked against the Hugging Face cache's own name for it: an LFS
+    /// file lives at `blobs/{sha256}`, so when `url` resolves to such a blob, its digest must equal
+    /// its name. The download checked it once; this catches a blob damaged afterwards (a flipped
+    /// bit, an edit, a truncated copy) on every later use, at no extra cost (commands hash the
+    /// weights anyway for `weightsSHA256`). Any other file is hashed as it is.
+    public static func checkedDigest(ofFileAt url: URL) throws -> String {
+        let digest = try SHA256.hexDigest(ofFileAt: url)
+        let real = url.resolvingSymlinksInPath()
+        let name = real.lastPathComponent
+        let isBlob = real.deletingLastPathComponent().lastPathComponent == "blobs"
+            && name.count == 64 && name.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+        if isBlob && digest != name {
+            throw CheckpointError.integrity(repo: real.deletingLastPathComponent().deletingLastPathComponent().lastPathComponent,
+                                            file: url.path,
+                                            reason: "the cached file \(real.path) is damaged: its SHA-256 is \(digest), but the Hugging Face "
+                                                + "cache names it by its SHA-256 \(name). Delete it (and the link to it) and run again to "
+                                                + "download it afresh")
+        }
+        return digest
+    }
+}

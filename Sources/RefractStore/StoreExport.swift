@@ -100,6 +100,13 @@ public enum StoreExport {
         }
 
         let images = reader.rowImageIndices.map { manifest.images[$0] }
+        // images.txt is one path per line: a path holding a line break (possible only in runs made
+        // before image lists refused such names) would shift every later row, so it is refused.
+        if let bad = images.first(where: { $0.path.contains(where: \.isNewline) }) {
+            throw StoreError(.io, path: reader.run.path,
+                             "image path \(bad.path.debugDescription) holds a line break, which would shift every later line "
+                                + "of images.txt; rename the file and decompose again")
+        }
         try writeLines(images.lazy.map(\.path), to: temp.appendingPathComponent("images.txt"))
         if images.contains(where: { $0.label != nil }) {
             try writeLines(images.lazy.map { $0.label ?? "" }, to: temp.appendingPathComponent("labels.txt"))

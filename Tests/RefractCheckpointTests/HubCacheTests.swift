@@ -113,4 +113,32 @@ final class HubCacheTests: XCTestCase {
             if case .offline = $0 { return true } else { return false }
         }
     }
+
+    /// A cached LFS blob is named by its SHA-256: a blob damaged after download is refused on use,
+    /// through the snapshot's link, naming the file; a file outside `blobs/` is hashed as it is.
+    func testBlobsAreCheckedAgainstTheirNameOnUse() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("hub-verify-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let content = Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        let sha = SHA256.hexDigest([UInt8](content))
+        let repo = root.appendingPathComponent("models--org--name")
+        let blobs = repo.appendingPathComponent("blobs"), snap = repo.appendingPathComponent("snapshots/\(commit)")
+        try FileManager.default.createDirectory(at: blobs, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: snap, withIntermediateDirectories: true)
+        let blob = blobs.appendingPathComponent(sha)
+        try content.write(to: blob)
+        let link = snap.appendingPathComponent("model.safetensors")
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: "../../blobs/\(sha)")
+        XCTAssertEqual(try HubCache.checkedDigest(ofFileAt: link), sha)
+        var damaged = content
+        damaged[100] ^= 1
+        try damaged.write(to: blob)
+        XCTAssertThrowsError(try HubCache.checkedDigest(ofFileAt: link)) { e in
+            XCTAssertTrue("\(e)".contains(blob.path) && "\(e)".contains("is damaged") && "\(e)".contains(sha), "\(e)")
+        }
+        // Not a blob: any content is fine.
+        let plain = root.appendingPathComponent("model.safetensors")
+        try damaged.write(to: plain)
+        XCTAssertEqual(try HubCache.checkedDigest(ofFileAt: plain), SHA256.hexDigest([UInt8](damaged)))
+    }
 }

@@ -139,7 +139,7 @@ final class NPYHeaderTests: XCTestCase {
             XCTAssertTrue("\($0)".contains(fifo.path) && "\($0)".contains("not a regular file"), "\($0)")
         }
         XCTAssertThrowsError(try NPY.read(scratch.appendingPathComponent("missing.npy"))) {
-            XCTAssertTrue("\($0)".contains("missing.npy") && "\($0)".contains("No such file"), "\($0)")
+            XCTAssertTrue("\($0)".contains("missing.npy") && "\($0)".contains("no such file"), "\($0)")
         }
     }
 
