@@ -114,6 +114,7 @@ struct SegmentCommand: AsyncParsableCommand {
         options.resume = resume
         try CountBounds.check("--save-images", saveImages, CountBounds.saveImages)
         try CountBounds.check("--limit", limit, CountBounds.limit)
+        try DatasetPreflight.check(dataset, limit: limit)      // libhdf5 can crash on a damaged .mat: read it in a child first
         let data = try SegmentationDatasets.open(URL(fileURLWithPath: dataset))
         let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
             ?? SegmentText.imagenetClasses()

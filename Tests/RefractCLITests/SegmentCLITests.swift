@@ -137,4 +137,26 @@ extension CLITests {
         assertFailure(try refract(["segment", "--model", tinyModel, "--dataset", data.path, "--output", out]),
                       mentions: ["img1_32x48"])
     }
+
+    /// A .mat file is read in a child process first: a file on which libhdf5 itself crashes
+    /// (found by fuzzing) is refused naming it, with nothing written; an intact file still runs,
+    /// and a child's own error (a damaged but readable file) is passed on as it said it.
+    func testSegmentReadsMatFilesInAChildFirst() throws {
+        let fixtures = Self.models.deletingLastPathComponent().appendingPathComponent("segment")
+        let crashing = fixtures.appendingPathComponent("hostile/libhdf5_null_memcpy.mat").path
+        let out = path(scratch, "seg-hostile")
+        let r = try refract(["segment", "--model", tinyModel, "--dataset", crashing, "--output", out])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains(crashing) && r.stderr.contains("crashed reading it"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        let bad = fixtures.appendingPathComponent("data/bad_mask_values.mat").path
+        assertFailure(try refract(["segment", "--model", tinyModel, "--dataset", bad, "--output", out]), mentions: [bad])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        let good = fixtures.appendingPathComponent("data/gtsegs_ijcv.mat").path
+        let ok = try refract(["segment", "--model", tinyModel, "--dataset", good, "--output", out, "--limit", "2",
+                              "--classes", path(Self.models, "inputs/classes.txt"), "--templates", path(Self.models, "inputs/templates.txt")],
+                             environment: cacheEnvironment)
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertTrue(ok.stdout.contains("images 2  pixel accuracy"), ok.stdout)
+    }
 }
