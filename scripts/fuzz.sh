@@ -90,7 +90,9 @@ export REFRACT_FUZZ_SCRATCH="$scratch"
 # allocator_may_return_null=1: an allocation the machine cannot back returns NULL, as glibc's malloc
 # does outside the sanitizer (libhdf5 then refuses the file cleanly); an allocation over
 # -rss_limit_mb that succeeds is still a finding (libFuzzer's malloc limit).
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
+# Memory errors inside uninstrumented third-party libraries that only show in an intercepted libc
+# call are listed, with the reason, in Fuzz/asan.supp.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:suppressions=$root/Fuzz/asan.supp}"
 # Leaks inside third-party code that Refract cannot free (Fuzz/lsan.supp says which and why).
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/Fuzz/lsan.supp:print_suppressions=0}"
 
