@@ -101,8 +101,8 @@ status=0
 for h in "${harnesses[@]}"; do
   corpus="$work/corpus/$h"; artifacts="$work/artifacts/$h"; logs="$work/logs"
   mkdir -p "$corpus" "$artifacts" "$logs"
-  before=$(ls "$artifacts" | wc -l)
-  executed=0 seconds=0 session=0 found=0
+  rm -f "$logs/$h".*.log
+  executed=0 seconds=0 session=0 found=0 crashes=0 timeouts=0 leaks=0 ooms=0
   while :; do
     session=$((session + 1))
     log="$logs/$h.$session.log"
@@ -117,27 +117,26 @@ for h in "${harnesses[@]}"; do
     seconds=$(awk -v s="$seconds" -v a="$start" -v b="$end" 'BEGIN { printf "%d", s + (b - a) + 0.5 }')
     n=$(grep -E '^stat::number_of_executed_units:' "$log" | tail -n 1 | awk '{print $2}')
     executed=$((executed + ${n:-0}))
-    found=$(( $(ls "$artifacts" | wc -l) - before ))
     if [ "$rc" -eq 0 ]; then break; fi
-    if ! grep -qE '^(==[0-9]+== ?ERROR: libFuzzer|SUMMARY: libFuzzer|artifact_prefix=|Test unit written to)' "$log"; then
+    # One finding per failing session: libFuzzer stops at the first and names the saved input.
+    unit=$(grep -oE 'Test unit written to .*' "$log" | tail -n 1 | sed 's/^Test unit written to //')
+    if [ -z "$unit" ]; then
       echo "fuzz: $h stopped without a finding (exit $rc); the end of $log:" >&2
       tail -n 30 "$log" >&2
       status=1
       break
     fi
-    tail -n 40 "$log" | grep -E 'ERROR|SUMMARY|Test unit written|^    #[0-9]+ ' | head -n 20 >&2 || true
-    if [ "$found" -ge "$max_findings" ] || [ "$executed" -ge "$runs" ]; then break; fi
-    if [ "$max_total_time" -gt 0 ] && [ "$seconds" -ge "$max_total_time" ]; then break; fi
-  done
-  crashes=0 timeouts=0 leaks=0 ooms=0
-  for f in $(ls -t "$artifacts" | head -n "$found"); do
-    case "$f" in
-      crash-*|deadly-*) crashes=$((crashes + 1)) ;;
+    found=$((found + 1))
+    case "$(basename "$unit")" in
       timeout-*) timeouts=$((timeouts + 1)) ;;
       leak-*) leaks=$((leaks + 1)) ;;
       oom-*) ooms=$((ooms + 1)) ;;
       *) crashes=$((crashes + 1)) ;;
     esac
+    echo "fuzz: $h: finding $found saved as $unit; stack in $log:" >&2
+    grep -E 'ERROR|SUMMARY|^    #[0-9]+ ' "$log" | head -n 16 >&2 || true
+    if [ "$found" -ge "$max_findings" ] || [ "$executed" -ge "$runs" ]; then break; fi
+    if [ "$max_total_time" -gt 0 ] && [ "$seconds" -ge "$max_total_time" ]; then break; fi
   done
   rate=$(awk -v n="$executed" -v s="$seconds" 'BEGIN { printf "%d", (s > 0 ? n / s : n) }')
   [ "$found" -gt 0 ] && status=1
