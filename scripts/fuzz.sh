@@ -72,10 +72,21 @@ fi
 # MARK: Build
 
 # --sanitize=fuzzer instruments every module for coverage (and links libFuzzer's main);
-# --sanitize=address adds AddressSanitizer and LeakSanitizer. Both apply to the C targets too.
-echo "fuzz: building the harnesses (swift build -c release --package-path Fuzz --sanitize=fuzzer --sanitize=address)" >&2
-swift build -c release --package-path Fuzz --sanitize=fuzzer --sanitize=address >&2
-bin=$(swift build -c release --package-path Fuzz --sanitize=fuzzer --sanitize=address --show-bin-path)
+# --sanitize=address adds AddressSanitizer and LeakSanitizer. SwiftPM hands swiftc the two as
+# separate -sanitize= flags, and swiftc keeps only the last one: the Swift modules would get
+# AddressSanitizer but no coverage at all (libFuzzer then mutates blind, guided by the C shims
+# only). The combined flag, given last, instruments them for both; C targets get both anyway.
+build=(swift build -c release --package-path Fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address)
+echo "fuzz: building the harnesses (${build[*]})" >&2
+"${build[@]}" >&2
+bin=$("${build[@]}" --show-bin-path)
+# Refuse to fuzz blind: every Swift module of the parsers must carry coverage counters.
+for module in RefractCheckpoint RefractTensor RefractStore RefractTokenizer RefractHDF5; do
+  if [ "$(objdump -h "$bin/$module.build/"*.o 2>/dev/null | grep -c __sancov_cntrs)" -eq 0 ]; then
+    echo "fuzz: $bin/$module.build has no coverage counters (__sancov_cntrs); the build did not instrument Swift for libFuzzer" >&2
+    exit 1
+  fi
+done
 [ "$build_only" -eq 1 ] && exit 0
 
 # MARK: Run
