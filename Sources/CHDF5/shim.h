@@ -44,6 +44,32 @@ static inline hid_t refract_h5r_dereference_object(hid_t loc, const hobj_ref_t *
 #endif
 }
 
+/// 1 when link `index` (in name order) of group `gid` is a hard link, 0 for a soft, external or
+/// user-defined link, negative on failure. Walks of the file follow hard links only: an external
+/// link would make libhdf5 open another file.
+static inline int refract_h5l_is_hard_by_idx(hid_t gid, hsize_t index) {
+    H5L_info_t info;
+    if (H5Lget_info_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, index, &info, H5P_DEFAULT) < 0) return -1;
+    return info.type == H5L_TYPE_HARD ? 1 : 0;
+}
+
+/// The identity of an open object within its file (the object header's address; from HDF5 1.12
+/// on, the token that replaces it), as 16 bytes. Negative on failure.
+static inline herr_t refract_h5o_identity(hid_t oid, uint64_t out[2]) {
+    out[0] = 0;
+    out[1] = 0;
+#if H5_VERSION_GE(1, 12, 0)
+    H5O_info2_t info;
+    if (H5Oget_info3(oid, &info, H5O_INFO_BASIC) < 0) return -1;
+    memcpy(out, &info.token, sizeof(info.token) < 16 ? sizeof(info.token) : 16);
+#else
+    H5O_info_t info;
+    if (H5Oget_info2(oid, &info, H5O_INFO_BASIC) < 0) return -1;
+    out[0] = (uint64_t)info.addr;
+#endif
+    return 0;
+}
+
 // MARK: Errors
 
 /// Stops the library from printing its error stack to stderr (process-wide, default stack).

@@ -144,6 +144,13 @@ static void convert_row(const refract_png_context *ctx, const uint8_t *src, uint
 
 static void info_callback(png_structp png_ptr, png_infop info_ptr) {
     refract_png_context *ctx = (refract_png_context *)png_get_progressive_ptr(png_ptr);
+    /* libpng's progressive reader calls this again when a second IHDR follows the first image's
+       IDAT chunks. Only the first image is read (as Pillow does); setting up again would leak
+       the interlace buffer and re-run the transforms on a reader already past its header. */
+    if (ctx->info_seen) {
+        set_error(ctx->err, REFRACT_CODEC_CORRUPT, "PNG has a second image header (IHDR) after the image data");
+        png_longjmp(png_ptr, 1);
+    }
     png_uint_32 width = 0, height = 0;
     int depth = 0, color = 0, interlace = 0;
     png_get_IHDR(png_ptr, info_ptr, &width, &height, &depth, &color, &interlace, NULL, NULL);

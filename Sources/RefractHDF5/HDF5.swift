@@ -235,6 +235,14 @@ public final class HDF5File: @unchecked Sendable {
     public let path: String
     /// The file's hid_t; negative once closed. Guarded by `HDF5Lock`.
     private var id: hid_t
+    /// Object paths by object identity, for naming objects opened through references; built on
+    /// first use by `objectPaths(_:)`. Guarded by `HDF5Lock`.
+    private var pathIndex: [ObjectIdentity: String]?
+
+    /// Links a walk of the file visits at most when naming referenced objects (beyond that, objects
+    /// are named by their address). Bounds the walk's time and the group handles it holds open.
+    /// ImageNet-Segmentation's gtsegs_ijcv.mat has about 13,000 objects.
+    static let maxIndexedLinks = 200_000
 
     /// Offsets at which an HDF5 superblock may start: 0, then 512 doubled (user blocks).
     static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -434,7 +442,7 @@ public final class HDF5File: @unchecked Sendable {
                                 message: "the object reference (address \(reference.address)) does not resolve"
                                     + (detail.isEmpty ? "" : ": \(detail)"))
             }
-            let target = Self.name(of: oid) ?? "address \(reference.address)"
+            let target = objectPath(fid, oid) ?? "address \(reference.address)"
             let label = "\(reference.source) -> \(target)"
             let type = H5Iget_type(oid)
             guard type == H5I_DATASET else {
@@ -446,13 +454,78 @@ public final class HDF5File: @unchecked Sendable {
         }
     }
 
-    /// The object's path in the file, if it has one. Lock held.
-    static func name(of oid: hid_t) -> String? {
-        let n = H5Iget_name(oid, nil, 0)
-        guard n > 0 else { _ = HDF5Lock.takeLibraryMessages(); return nil }
-        var buffer = [CChar](repeating: 0, count: Int(n) + 1)
-        _ = H5Iget_name(oid, &buffer, buffer.count)
-        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    // MARK: Naming referenced objects
+    //
+    // An object opened through a reference has no path of its own. libhdf5's H5Iget_name finds one
+    // by walking the whole group graph recursively, once per call, and trusts the stored link
+    // counts to stop at cycles: a damaged file whose groups link back to an ancestor with a count
+    // of 1 recursed until the stack overflowed (found by fuzzing, Fuzz/findings). So H5Iget_name
+    // is not used: the file's hard links are walked once, breadth first, by Refract, each object
+    // visited once by identity (so no cycle can loop) and at most `maxIndexedLinks` links.
+
+    /// An object's identity within the file (header address, or the HDF5 1.12 token).
+    struct ObjectIdentity: Hashable {
+        var a: UInt64
+        var b: UInt64
+    }
+
+    static func identity(of oid: hid_t) -> ObjectIdentity? {
+        var raw: (UInt64, UInt64) = (0, 0)
+        let status = withUnsafeMutableBytes(of: &raw) {
+            refract_h5o_identity(oid, $0.baseAddress!.assumingMemoryBound(to: UInt64.self))
+        }
+        guard status >= 0 else { _ = HDF5Lock.takeLibraryMessages(); return nil }
+        return ObjectIdentity(a: raw.0, b: raw.1)
+    }
+
+    /// The first path (breadth first from the root, links in name order) to the open object `oid`,
+    /// or nil when no hard-link path reaches it. Lock held.
+    private func objectPath(_ fid: hid_t, _ oid: hid_t) -> String? {
+        guard let key = Self.identity(of: oid) else { return nil }
+        if pathIndex == nil { pathIndex = Self.indexPaths(fid) }
+        return pathIndex?[key]
+    }
+
+    /// Paths of every object reachable from the root through hard links. Lock held.
+    private static func indexPaths(_ fid: hid_t) -> [ObjectIdentity: String] {
+        var paths: [ObjectIdentity: String] = [:]
+        let root = H5Oopen(fid, "/", refract_h5p_default())
+        guard root >= 0 else { _ = HDF5Lock.takeLibraryMessages(); return paths }
+        var groups: [(id: hid_t, path: String)] = []
+        if let key = identity(of: root) { paths[key] = "/" }
+        groups.append((root, "/"))
+        var links = 0
+        var next = 0
+        defer { for g in groups[next...] { _ = H5Oclose(g.id) } }
+        while next < groups.count {
+            let group = groups[next]
+            next += 1
+            defer { _ = H5Oclose(group.id) }
+            var info = H5G_info_t()
+            guard H5Gget_info(group.id, &info) >= 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
+            var index: hsize_t = 0
+            while index < info.nlinks && links < maxIndexedLinks {
+                defer { index += 1; links += 1 }
+                guard refract_h5l_is_hard_by_idx(group.id, index) == 1 else { _ = HDF5Lock.takeLibraryMessages(); continue }
+                let n = H5Lget_name_by_idx(group.id, ".", H5_INDEX_NAME, H5_ITER_INC, index, nil, 0, refract_h5p_default())
+                guard n > 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
+                var buffer = [CChar](repeating: 0, count: Int(n) + 1)
+                _ = H5Lget_name_by_idx(group.id, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, buffer.count, refract_h5p_default())
+                let name = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+                let child = H5Oopen_by_idx(group.id, ".", H5_INDEX_NAME, H5_ITER_INC, index, refract_h5p_default())
+                guard child >= 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
+                guard let key = identity(of: child), paths[key] == nil else { _ = H5Oclose(child); continue }
+                let childPath = (group.path == "/" ? "" : group.path) + "/" + name
+                paths[key] = childPath
+                if H5Iget_type(child) == H5I_GROUP {
+                    groups.append((child, childPath))
+                } else {
+                    _ = H5Oclose(child)
+                }
+            }
+            if links >= maxIndexedLinks { break }
+        }
+        return paths
     }
 }
 

@@ -1,0 +1,39 @@
+import Foundation
+import RefractHDF5
+import XCTest
+
+/// Inputs found by the fuzz harnesses (scripts/fuzz.sh, docs/Fuzzing.md), kept as regression tests.
+final class FuzzFindingTests: XCTestCase {
+    /// Tests/Fixtures/fuzz, found relative to this source file.
+    static let directory = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/fuzz", isDirectory: true)
+
+    /// A damaged gtsegs_ijcv.mat whose groups link back to an ancestor while the stored link count
+    /// says 1. Objects opened through a reference used to be named with libhdf5's H5Iget_name,
+    /// whose recursive walk of the groups trusts those counts and never ended here: the process
+    /// died of a stack overflow. Now every reference resolves or is refused with an HDF5Error
+    /// naming the file, and resolved objects are named `<source> -> <path or address>`.
+    func testReferencesInAFileWithAGroupCycleAreNamedWithoutRecursing() throws {
+        let path = Self.directory.appendingPathComponent("hdf5_group_cycle.mat").path
+        let file = try HDF5File(path: path)
+        defer { file.close() }
+        var resolved = 0
+        for list in ["/value/img", "/value/gt"] {
+            let references = try file.dataset(list).readObjectReferences()
+            XCTAssertFalse(references.isEmpty, list)
+            for reference in references {
+                do {
+                    let dataset = try file.dataset(referencedBy: reference)
+                    XCTAssertTrue(dataset.name.hasPrefix("\(reference.source) -> "), dataset.name)
+                    dataset.close()
+                    resolved += 1
+                } catch let error as HDF5Error {
+                    XCTAssertEqual(error.file, path)
+                    XCTAssertEqual(error.object?.hasPrefix(reference.source), true, "\(error)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(resolved, 0)
+    }
+}
