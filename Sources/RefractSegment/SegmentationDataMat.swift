@@ -22,6 +22,10 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
     public static let masksPath = "/value/gt"
     /// Largest image (width x height) read, as for image files: `ImageDecoder.defaultMaxPixels`.
     public static let maxPixels = ImageDecoder.defaultMaxPixels
+    /// The most entries `/value/img` and `/value/gt` may declare (checked before they are read).
+    public static let maxSamples = 10_000_000
+    /// The most entries a gt cell may declare (the official file's are 1x1).
+    public static let maxCellEntries = 64
 
     public let source: String
     public let count: Int
@@ -62,6 +66,12 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
             let isColumn = shape.count == 1 || (shape.count == 2 && (shape[1] == 1 || shape[0] == 1))
             guard isColumn else {
                 throw SegmentationDataError(path: path, message: "\(objectPath): expected shape [N, 1], found \(shape)")
+            }
+            // The declared size is checked before the references are read: a damaged 31 KB file
+            // declared 285 million of them (2.2 GB, found by fuzzing).
+            guard dataset.count <= Self.maxSamples else {
+                throw SegmentationDataError(path: path, message: "\(objectPath): declares \(dataset.count) entries, more than the "
+                                            + "\(Self.maxSamples) a segmentation dataset may hold (ImageNet-Segmentation has 4,276); the file is damaged")
             }
             do { return try dataset.readObjectReferences() } catch let error as HDF5Error {
                 throw SegmentationDataError(path: path, message: "\(error.object ?? objectPath): \(error.message)")
@@ -121,6 +131,11 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
                 throw fail(cell.name, "expected a cell (object references) whose [0,0] is the mask, found \(cell.elementType) \(cell.shape)")
             }
             guard cell.count >= 1 else { throw fail(cell.name, "the cell is empty") }
+            // The official file's gt cells are 1x1; a cell declaring millions of references would be
+            // read whole to dereference its first one (a damaged file did, found by fuzzing).
+            guard cell.count <= Self.maxCellEntries else {
+                throw fail(cell.name, "expected a 1x1 cell holding the mask, found one declaring \(cell.count) entries \(cell.shape)")
+            }
             let maskSet = try cell.dereference(at: 0)
             defer { maskSet.close() }
             let mshape = maskSet.shape

@@ -190,6 +190,23 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(ImageNetSegmentationMat.maxPixels, ImageDecoder.defaultMaxPixels)
     }
 
+    /// A damaged file (found by fuzzing) whose gt cell declares ~285 million references is refused
+    /// from the declared size, before anything is read (it used to read and zero-fill 2.2 GB).
+    func testMatDeclaringHugeReferenceArraysIsRefusedBeforeReading() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/fuzz/hdf5_reference_array_2GB.mat")
+        let start = Date()
+        var messages = [String]()
+        do {
+            let dataset = try SegmentationDatasets.open(url)
+            for i in 0..<dataset.count {
+                do { _ = try dataset.sample(at: i) } catch { messages.append("\(error)") }
+            }
+        } catch { messages.append("\(error)") }
+        XCTAssertTrue(messages.contains { $0.contains(url.path) && $0.contains("declaring") || $0.contains("declares") }, "\(messages)")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2)
+    }
+
     /// A named pipe or a directory given as the .mat is refused by type before HDF5 opens (and
     /// would block on) it.
     func testNonRegularMatPathsAreRefusedByType() throws {
