@@ -79,10 +79,10 @@ let package = Package(
                                          "RefractSegment", "RefractRetrieve", "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
-        .target(name: "RefractTestSupport", dependencies: ["RefractTensor"]),
+        .target(name: "RefractTestSupport", dependencies: ["RefractTensor", "RefractStore"]),
 
         .testTarget(name: "RefractTensorTests", dependencies: ["RefractTensor"]),
-        .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint"]),
+        .testTarget(name: "RefractCheckpointTests", dependencies: ["RefractCheckpoint", "RefractTestSupport"]),
         .testTarget(name: "RefractImageTests", dependencies: ["RefractImage", "RefractTensor"]),
         .testTarget(name: "RefractTokenizerTests", dependencies: ["RefractTokenizer"]),
         .testTarget(name: "RefractCLIPTests", dependencies: ["RefractCLIP", "RefractTestSupport"]),

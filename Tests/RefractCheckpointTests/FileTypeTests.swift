@@ -1,5 +1,6 @@
 import Foundation
 import RefractTensor
+import RefractTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -91,25 +92,3 @@ func makeUnixSocketFile(_ path: String) -> Int32 {
     return fd
 }
 
-/// Runs `body` on its own thread and returns its result, or nil (a test failure) if it has not
-/// returned within `seconds`: then it is blocked opening the FIFO at `path`, which is unblocked by
-/// opening the pipe's write end, so a regression fails the test instead of hanging the suite.
-func returnsPromptly<T>(within seconds: Double, unblocking path: String, file: StaticString = #filePath, line: UInt = #line,
-                        _ body: @escaping () -> T) -> T? {
-    let box = PromptBox(body)
-    Thread { box.value = box.body(); box.done.signal() }.start()
-    if box.done.wait(timeout: .now() + seconds) == .success { return box.value }
-    XCTFail("still blocked after \(seconds) s on \(path)", file: file, line: line)
-    let fd = open(path, O_WRONLY | O_NONBLOCK)
-    if fd >= 0 { close(fd) }
-    _ = box.done.wait(timeout: .now() + 10)
-    return nil
-}
-
-/// The result of a body run on another thread (written before `done` is signalled, read after).
-final class PromptBox<T>: @unchecked Sendable {
-    var value: T?
-    let body: () -> T
-    let done = DispatchSemaphore(value: 0)
-    init(_ body: @escaping () -> T) { self.body = body }
-}

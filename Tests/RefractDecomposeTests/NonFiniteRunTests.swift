@@ -3,26 +3,10 @@ import RefractCheckpoint
 import RefractCLIP
 import RefractStore
 import RefractTensor
+import RefractTestSupport
 import XCTest
 @testable import RefractDecompose
 
-/// A copy of run `reader` at `to`, written with `StoreWriter` (so valid in every other way), with
-/// `value` at flat index `index` of tensor `name` in row `row`: a run as an older version, another
-/// tool or a damaged disk could leave it.
-func copyRun(_ reader: StoreReader, to: URL, name: String, row: Int, index: Int, value: Float) throws -> StoreReader {
-    let writer = try StoreWriter.open(at: to, header: reader.manifest.header, constants: [:], createdBy: "test", resume: false)
-    for (s, rows) in reader.shardRows.enumerated() {
-        var tensors = [String: Tensor]()
-        for spec in reader.tensorSpecs {
-            var t = try reader.tensor(spec.name, rows: rows)
-            if spec.name == name, rows.contains(row) { t.data[(row - rows.lowerBound) * spec.elementCount + index] = value }
-            tensors[spec.name] = t
-        }
-        try writer.writeShard(s, imageIndices: Array(reader.rowImageIndices[rows]), rows: tensors, skipped: [])
-    }
-    try writer.finish()
-    return try StoreReader(run: to)
-}
 
 /// A copy of fixture model `name` in `dir` whose tensor `key` is replaced by `value` everywhere
 /// (finite, so the checkpoint loads).

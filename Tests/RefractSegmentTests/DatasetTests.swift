@@ -3,6 +3,7 @@ import RefractCheckpoint
 import RefractCLIP
 import RefractImage
 import RefractTensor
+import RefractTestSupport
 import XCTest
 @testable import RefractSegment
 
@@ -215,7 +216,7 @@ final class DatasetTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let fifo = dir.appendingPathComponent("pipe.mat")
         XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
-        let e = returnsPromptly(within: 10, unblocking: fifo) { F.error { try ImageNetSegmentationMat(url: fifo) } } ?? nil
+        let e = returnsPromptly(within: 10, unblocking: fifo.path) { F.error { try ImageNetSegmentationMat(url: fifo) } } ?? nil
         XCTAssertTrue(e?.description.contains("named pipe (FIFO)") ?? false, "\(String(describing: e))")
         XCTAssertTrue(e?.description.contains(fifo.path) ?? false, "\(String(describing: e))")
         let folder = dir.appendingPathComponent("folder.mat")
@@ -369,25 +370,3 @@ private final class Mismatches: @unchecked Sendable {
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 
-/// Runs `body` on its own thread and returns its result, or nil (a test failure) if it has not
-/// returned within `seconds`: then it is blocked opening `fifo`, which is unblocked by opening
-/// the pipe's write end, so a regression fails the test instead of hanging the suite.
-func returnsPromptly<T>(within seconds: Double, unblocking fifo: URL, file: StaticString = #filePath, line: UInt = #line,
-                        _ body: @escaping () -> T) -> T? {
-    let box = PromptBox(body)
-    Thread { box.value = box.body(); box.done.signal() }.start()
-    if box.done.wait(timeout: .now() + seconds) == .success { return box.value }
-    XCTFail("still blocked after \(seconds) s on \(fifo.path)", file: file, line: line)
-    let fd = open(fifo.path, O_WRONLY | O_NONBLOCK)
-    if fd >= 0 { close(fd) }
-    _ = box.done.wait(timeout: .now() + 10)
-    return nil
-}
-
-/// The result of a body run on another thread (written before `done` is signalled, read after).
-final class PromptBox<T>: @unchecked Sendable {
-    var value: T?
-    let body: () -> T
-    let done = DispatchSemaphore(value: 0)
-    init(_ body: @escaping () -> T) { self.body = body }
-}

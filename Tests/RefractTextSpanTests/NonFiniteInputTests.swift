@@ -3,29 +3,13 @@ import RefractCLIP
 import RefractDecompose
 import RefractStore
 import RefractTensor
+import RefractTestSupport
 import XCTest
 @testable import RefractTextSpan
 
 /// `heads` and TextSpan's accuracy check on a run (or with a text) holding NaN or ±infinity:
 /// refused with the shard, tensor, image and position, never a ranking of variances 0.
 extension PipelineTests {
-    /// A copy of `reader` (written with StoreWriter, valid in every other way) with `value` at flat
-    /// index `index` of row `row` of tensor `name`.
-    func copyRunWithValue(_ reader: StoreReader, to: URL, name: String, row: Int, index: Int, value: Float) throws -> StoreReader {
-        let writer = try StoreWriter.open(at: to, header: reader.manifest.header, constants: [:], createdBy: "test", resume: false)
-        for (s, rows) in reader.shardRows.enumerated() {
-            var tensors = [String: Tensor]()
-            for spec in reader.tensorSpecs {
-                var t = try reader.tensor(spec.name, rows: rows)
-                if spec.name == name, rows.contains(row) { t.data[(row - rows.lowerBound) * spec.elementCount + index] = value }
-                tensors[spec.name] = t
-            }
-            try writer.writeShard(s, imageIndices: Array(reader.rowImageIndices[rows]), rows: tensors, skipped: [])
-        }
-        try writer.finish()
-        return try StoreReader(run: to)
-    }
-
     func testHeadsAndAccuracyCheckRefuseNonFiniteRunsAndTexts() throws {
         let pipeline = self
         let clip = try pipeline.model()
@@ -44,7 +28,7 @@ extension PipelineTests {
         }
 
         // A run with a NaN in one head's contribution.
-        let bad = try copyRunWithValue(good, to: pipeline.scratch.appendingPathComponent("bad"), name: "attn", row: 6, index: 30, value: .nan)
+        let bad = try copyRun(good, to: pipeline.scratch.appendingPathComponent("bad"), name: "attn", row: 6, index: 30, value: .nan)
         XCTAssertThrowsError(try HeadRanking.byTextVariance(bad, text: text)) { e in
             let text = "\(e)"
             for part in ["shard-", "'attn'", "row 6", bad.rowImages[6].path, "NaN", "heads"] {
