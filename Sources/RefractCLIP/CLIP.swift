@@ -189,13 +189,10 @@ extension CLIP {
     /// Refuses embeddings [N, D'] holding a NaN or ±infinity, naming row `rows[i]`: nothing built
     /// from such a row (a file, a score, a ranking) would mean anything.
     public func requireFinite(_ embeddings: Tensor, kind: String, rows: [String]) throws {
-        guard let bad = embeddings.firstNonFinite() else { return }
-        let d = max(embeddings.shape.last ?? 1, 1)
-        let row = bad.index / d
-        throw NonFiniteError(source: row < rows.count ? rows[row] : "row \(row)", subject: "the \(kind)",
-                             bad: NonFiniteValue(index: bad.index % d, value: bad.value), shape: [d],
-                             note: "the model \(id) computes non-finite values for this input (its weights are "
-                                + "finite, so an intermediate value overflowed float32)")
+        try embeddings.requireFiniteRows(note: "the model \(id) computes non-finite values for this input (its weights are "
+                                            + "finite, so an intermediate value overflowed float32)") { row in
+            (row < rows.count ? rows[row] : "row \(row)", "the \(kind)")
+        }
     }
 
     /// Decodes and preprocesses files in parallel: [3, S, S] each.

@@ -15,19 +15,15 @@ public enum StoredValues {
     /// row's image and the position; `purpose` (e.g. "ablate") says who refuses.
     public static func requireFinite(_ reader: StoreReader, rows: Range<Int>, tensors: [String: Tensor],
                                      purpose: String) throws {
+        let shard = reader.shardRows.firstIndex(of: rows).map { reader.manifest.shards[$0].file } ?? "rows \(rows)"
+        let source = reader.run.appendingPathComponent(shard).path
         for name in tensors.keys.sorted() {
-            let t = tensors[name]!
-            guard let bad = t.firstNonFinite() else { continue }
-            let perImage = Array(t.shape.dropFirst())
-            let width = max(perImage.reduce(1, *), 1)
-            let row = rows.lowerBound + bad.index / width
-            let shard = reader.shardRows.firstIndex(of: rows).map { reader.manifest.shards[$0].file } ?? "rows \(rows)"
-            let image = row < reader.rowCount ? reader.rowImages[row].path : "?"
-            throw NonFiniteError(source: reader.run.appendingPathComponent(shard).path,
-                                 subject: "tensor '\(name)' of row \(row) (image \(image))",
-                                 bad: NonFiniteValue(index: bad.index % width, value: bad.value), shape: perImage,
-                                 note: "\(purpose) refuses runs holding non-finite values (every score computed from them "
-                                    + "would be meaningless); decompose the images again")
+            try tensors[name]!.requireFiniteRows(note: "\(purpose) refuses runs holding non-finite values (every score computed "
+                                                    + "from them would be meaningless); decompose the images again") { local in
+                let row = rows.lowerBound + local
+                let image = row < reader.rowCount ? reader.rowImages[row].path : "?"
+                return (source, "tensor '\(name)' of row \(row) (image \(image))")
+            }
         }
     }
 

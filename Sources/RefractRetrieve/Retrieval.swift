@@ -161,12 +161,8 @@ public enum Retrieval {
     public static func headSetVectors(_ reader: StoreReader, heads: [HeadID]) throws -> Tensor {
         _ = try dimensions(reader)
         let vectors = try reader.summedSlices(of: "attn", indices: heads.map { [$0.layer, $0.head] })  // [N, D']
-        if let bad = vectors.firstNonFinite() {
-            let width = max(vectors.shape.last ?? 1, 1), row = bad.index / width
-            throw NonFiniteError(source: reader.run.path,
-                                 subject: "the chosen heads' contributions of row \(row) (image \(reader.rowImages[row].path))",
-                                 bad: NonFiniteValue(index: bad.index % width, value: bad.value), shape: [width],
-                                 note: "retrieve refuses runs holding non-finite values; decompose the images again")
+        try vectors.requireFiniteRows(note: "retrieve refuses runs holding non-finite values; decompose the images again") { row in
+            (reader.run.path, "the chosen heads' contributions of row \(row) (image \(reader.rowImages[row].path))")
         }
         return vectors
     }

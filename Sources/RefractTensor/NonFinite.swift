@@ -113,4 +113,16 @@ extension Tensor {
             throw NonFiniteError(source: source, subject: subject, bad: bad, shape: shape, note: note)
         }
     }
+
+    /// For a tensor whose first axis is rows (images, texts): throws a `NonFiniteError` for the
+    /// first bad element, with its position inside its row; `describe(row)` names the row's
+    /// source and subject.
+    public func requireFiniteRows(note: String, describe: (Int) -> (source: String, subject: String)) throws {
+        guard let bad = firstNonFinite() else { return }
+        let perRow = Array(shape.dropFirst())
+        let width = Swift.max(perRow.reduce(1, *), 1)
+        let (source, subject) = describe(bad.index / width)
+        throw NonFiniteError(source: source, subject: subject, bad: NonFiniteValue(index: bad.index % width, value: bad.value),
+                             shape: perRow, note: note)
+    }
 }
