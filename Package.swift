@@ -40,7 +40,7 @@ let package = Package(
         // Image decoding (JPEG, PNG) and checkpoint-tied preprocessing (PIL-compatible resize).
         .target(name: "RefractImage", dependencies: ["CRefractCodecs", "RefractTensor"]),
         // CLIP byte-level BPE tokenizer (open_clip and transformers flavours).
-        .target(name: "RefractTokenizer", resources: [.copy("Resources")]),
+        .target(name: "RefractTokenizer", dependencies: ["RefractTensor"], resources: [.copy("Resources")]),
         // CLIP model definitions, loading, encoders, zero-shot classifier.
         .target(
             name: "RefractCLIP",

@@ -1,4 +1,5 @@
 import Foundation
+import RefractTensor
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -76,19 +77,10 @@ enum VocabularyReader {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw TokenizerError.fileNotFound(path: path)
         }
-        // Refused by type before it is opened: a named pipe would block the read forever. (The same
-        // rule as RefractTensor's InputFile; this target has no dependencies.)
+        // Refused by type before it is opened: a named pipe would block the read forever.
         var st = stat()
-        if stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
-            let kind: String
-            switch st.st_mode & S_IFMT {
-            case S_IFIFO: kind = "is a named pipe (FIFO), not a regular file"
-            case S_IFCHR: kind = "is a character device, not a regular file"
-            case S_IFBLK: kind = "is a block device, not a regular file"
-            case S_IFSOCK: kind = "is a socket, not a regular file"
-            default: kind = "is not a regular file"
-            }
-            throw TokenizerError.unreadable(path: path, reason: kind)
+        if stat(path, &st) == 0, let problem = InputFile.typeProblem(mode: st.st_mode) {
+            throw TokenizerError.unreadable(path: path, reason: problem)
         }
         do {
             return try Data(contentsOf: url)
