@@ -59,9 +59,11 @@ public enum ImageListing {
     /// (line feed, carriage return, tab...), DEL, C1 controls (U+0085 next line...), and the
     /// Unicode line and paragraph separators (Python's `splitlines` splits on all of these).
     public static func lineBreakingScalar(in path: String) -> Unicode.Scalar? {
-        path.unicodeScalars.first { s in
-            s.value < 0x20 || (0x7F...0x9F).contains(s.value) || s.value == 0x2028 || s.value == 0x2029
-        }
+        path.unicodeScalars.first(where: breaksALine)
+    }
+
+    static func breaksALine(_ s: Unicode.Scalar) -> Bool {
+        s.value < 0x20 || (0x7F...0x9F).contains(s.value) || s.value == 0x2028 || s.value == 0x2029
     }
 
     /// Throws when `path` cannot be written as one line of a list (see `lineBreakingScalar`).
@@ -84,7 +86,7 @@ public enum ImageListing {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if s.value < 0x20 || (0x7F...0x9F).contains(s.value) || s.value == 0x2028 || s.value == 0x2029 {
+                if breaksALine(s) {
                     out += "\\u{" + String(s.value, radix: 16) + "}"
                 } else {
                     out.unicodeScalars.append(s)
