@@ -54,10 +54,10 @@ let package = Package(
         .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractCheckpoint", "RefractStore", "RefractPlot"]),
         // TextSpan: greedy text descriptions of head contributions, description pools and text-embedding cache, reports.
         .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP"]),
-        // libhdf5 (Debian: libhdf5-dev, serial flavour), found with pkg-config.
-        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
-        // Reading HDF5 files (MATLAB v7.3 .mat): datasets, object references, cells.
-        .target(name: "RefractHDF5", dependencies: ["CHDF5"]),
+        // zlib (Debian: zlib1g-dev; in the macOS SDK), for HDF5's deflate filter.
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Reading HDF5 files (MATLAB v7.3 .mat) in Swift: datasets, object references, cells.
+        .target(name: "RefractHDF5", dependencies: ["CZlib"]),
         // Token heatmaps, zero-shot segmentation and its metrics, segmentation datasets.
         .target(name: "RefractSegment",
                 dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot"],

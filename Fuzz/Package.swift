@@ -4,7 +4,7 @@ import PackageDescription
 // Refract fuzz harnesses (libFuzzer). Not part of the main build or of CI: scripts/fuzz.sh builds
 // this package with `--sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address`
 // (docs/Fuzzing.md says why the last flag is needed), so the root package's real modules
-// (and the C shims over libjpeg-turbo, libpng and libhdf5) are compiled with coverage and
+// (and the C shims over libjpeg-turbo and libpng) are compiled with coverage and
 // AddressSanitizer/LeakSanitizer instrumentation, then runs each harness. See docs/Fuzzing.md.
 //
 // One executable per parser; each defines `LLVMFuzzerTestOneInput` (libFuzzer supplies `main`)

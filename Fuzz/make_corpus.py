@@ -224,7 +224,7 @@ def gen_manifest():
     put(h, "near_bad_name", dump(manifest(tensors=[{"name": "../x", "shape": [1], "dtype": "float32", "description": ""}])))
 
 
-# MARK: hdf5 (MATLAB v7.3 .mat files from the segmentation fixtures)
+# MARK: hdf5 (MATLAB v7.3 .mat files from the segmentation fixtures, and the reader's storage variants)
 
 def gen_hdf5():
     h = "hdf5"
@@ -232,6 +232,9 @@ def gen_hdf5():
     for name in sorted(os.listdir(d)):
         if name.endswith(".mat") or name.endswith(".h5"):
             copy(h, "segment/data/" + name)
+    for name in sorted(os.listdir(os.path.join(FIXTURES, "hdf5"))):
+        if name.endswith(".h5"):
+            copy(h, "hdf5/" + name)
 
 
 def main():

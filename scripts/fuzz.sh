@@ -57,7 +57,7 @@ done
 
 # MARK: Toolchain and libraries
 
-# System libraries (libjpeg-turbo, libpng, libhdf5, OpenBLAS, pkg-config) and Swift on PATH.
+# System libraries (libjpeg-turbo, libpng, zlib, OpenBLAS) and Swift on PATH.
 source scripts/setup.sh
 # libFuzzer and the sanitizer runtimes come with the Swift toolchain (its own clang resource
 # directory); a distribution's libclang-rt packages are for its own clang and are not used by swiftc.
@@ -99,7 +99,7 @@ trap 'rm -rf "$scratch"' EXIT
 export SWIFT_BACKTRACE=enable=no
 export REFRACT_FUZZ_SCRATCH="$scratch"
 # allocator_may_return_null=1: an allocation the machine cannot back returns NULL, as glibc's malloc
-# does outside the sanitizer (libhdf5 then refuses the file cleanly); an allocation over
+# does outside the sanitizer (the readers then refuse the file cleanly); an allocation over
 # -rss_limit_mb that succeeds is still a finding (libFuzzer's malloc limit).
 # Memory errors inside uninstrumented third-party libraries that only show in an intercepted libc
 # call are listed, with the reason, in Fuzz/asan.supp.

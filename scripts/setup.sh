@@ -3,7 +3,7 @@
 # for a Swift 6 toolchain. Safe to run repeatedly; used by scripts/example.sh and scripts/test.sh.
 set -euo pipefail
 
-packages=(libopenblas0-pthread libjpeg62-turbo-dev libpng-dev libhdf5-dev pkg-config)
+packages=(libopenblas0-pthread libjpeg62-turbo-dev libpng-dev zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

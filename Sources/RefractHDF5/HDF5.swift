@@ -5,25 +5,13 @@
 // datasets as Swift arrays with checked conversion, read old-style object references and open
 // the datasets they point to.
 //
-// * libhdf5 serial is not thread-safe: every call into it goes through one process-wide lock.
-// * The library's automatic error printing is switched off; failures become `HDF5Error`s that
-//   name the file, the object path and what the library said.
-// * Handles are closed deterministically: `close()`, or when the Swift object is released.
-//   A dataset keeps its file open.
+// * Pure Swift (HDF5Format.swift, HDF5Storage.swift; zlib for deflate): no libhdf5. A damaged
+//   or hostile file is refused with an `HDF5Error` naming the file, the object and what is
+//   wrong; it cannot crash the process (fuzzed: docs/Fuzzing.md).
+// * Thread-safe: reads use `pread`; the per-file caches sit behind a lock.
+// * A dataset keeps its file open; `close()` on either is deterministic and idempotent.
 
-import CHDF5
 import Foundation
-
-public enum HDF5Library {
-    /// The loaded libhdf5's version, major.minor.release.
-    public static var version: String {
-        HDF5Lock.run {
-            var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
-            _ = H5get_libversion(&major, &minor, &release)
-            return "\(major).\(minor).\(release)"
-        }
-    }
-}
 
 // MARK: Errors
 
@@ -34,7 +22,7 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
         case fileNotFound
         /// The file exists but has no HDF5 signature.
         case notHDF5
-        /// The library could not open the file (corrupt superblock, permissions, ...).
+        /// The file cannot be opened or its superblock is damaged or truncated.
         case openFailed
         /// The file was closed before the call.
         case closed
@@ -50,7 +38,7 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
         case badReference
         /// The dataset is too large to hold in memory as one array.
         case tooLarge
-        /// The library failed while reading data.
+        /// The object's header or data is damaged, or stored in a way this reader does not support.
         case readFailed
     }
 
@@ -60,7 +48,7 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
     /// dereferenced object; nil for problems with the file itself.
     public var object: String?
     public var kind: Kind
-    /// What is wrong, in plain words (with libhdf5's own messages where it had some).
+    /// What is wrong, in plain words.
     public var message: String
 
     public init(file: String, object: String?, kind: Kind, message: String) {
@@ -73,34 +61,6 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         if let object { return "\(file): \(object): \(message)" }
         return "\(file): \(message)"
-    }
-}
-
-// MARK: Lock
-
-/// The process-wide lock around libhdf5 (serial builds keep global state). Recursive, so
-/// locked helpers may call each other.
-enum HDF5Lock {
-    private static let lock = NSRecursiveLock()
-    nonisolated(unsafe) private static var initialised = false
-
-    static func run<T>(_ body: () throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        if !initialised {
-            _ = H5open()
-            _ = refract_h5e_silence()
-            initialised = true
-        }
-        return try body()
-    }
-
-    /// The messages on libhdf5's error stack (outermost first), clearing it. Call with the lock held.
-    static func takeLibraryMessages() -> String {
-        var buffer = [CChar](repeating: 0, count: 2048)
-        let count = buffer.withUnsafeMutableBufferPointer { refract_h5e_take_messages($0.baseAddress, $0.count) }
-        if count == 0 { return "" }
-        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 }
 
@@ -144,8 +104,6 @@ public enum HDF5ElementType: Sendable, Equatable, CustomStringConvertible {
 public protocol HDF5Scalar: Sendable {
     /// How this type is stored when the stored type matches it exactly (then read without conversion).
     static var hdf5Type: HDF5ElementType { get }
-    /// libhdf5's native memory type for this Swift type.
-    static var hdf5NativeType: hid_t { get }
     init?(hdf5Exactly value: Int64)
     init?(hdf5Exactly value: UInt64)
     init?(hdf5Exactly value: Double)
@@ -159,39 +117,30 @@ extension HDF5Scalar where Self: BinaryInteger {
 
 extension UInt8: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: false, bytes: 1) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_uint8() }
 }
 extension Int8: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: true, bytes: 1) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_int8() }
 }
 extension UInt16: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: false, bytes: 2) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_uint16() }
 }
 extension Int16: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: true, bytes: 2) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_int16() }
 }
 extension UInt32: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: false, bytes: 4) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_uint32() }
 }
 extension Int32: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: true, bytes: 4) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_int32() }
 }
 extension UInt64: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: false, bytes: 8) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_uint64() }
 }
 extension Int64: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .integer(signed: true, bytes: 8) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_int64() }
 }
 extension Float: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .float(bytes: 4) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_float() }
     public init?(hdf5Exactly value: Int64) { self.init(exactly: value) }
     public init?(hdf5Exactly value: UInt64) { self.init(exactly: value) }
     public init?(hdf5Exactly value: Double) {
@@ -202,7 +151,6 @@ extension Float: HDF5Scalar {
 }
 extension Double: HDF5Scalar {
     public static var hdf5Type: HDF5ElementType { .float(bytes: 8) }
-    public static var hdf5NativeType: hid_t { refract_h5t_native_double() }
     public init?(hdf5Exactly value: Int64) { self.init(exactly: value) }
     public init?(hdf5Exactly value: UInt64) { self.init(exactly: value) }
     public init?(hdf5Exactly value: Double) { self = value }
@@ -229,23 +177,31 @@ public struct HDF5ObjectReference: Sendable, Hashable {
     public var isNull: Bool { address == 0 }
 }
 
+
 /// An open HDF5 file (read-only).
 public final class HDF5File: @unchecked Sendable {
     /// The path as given.
     public let path: String
-    /// The file's hid_t; negative once closed. Guarded by `HDF5Lock`.
-    private var id: hid_t
-    /// Object paths by object identity, for naming objects opened through references; built on
-    /// first use by `objectPaths(_:)`. Guarded by `HDF5Lock`.
-    private var pathIndex: [ObjectIdentity: String]?
+    /// The bytes; nil once closed. Guarded by `lock`.
+    private var source: FileSource?
+    private let layout: FileLayout
+    private let lock = NSRecursiveLock()
+    /// Parsed object headers and group link lists by address (bounded caches). Guarded by `lock`.
+    private var headers: [UInt64: ObjectHeader] = [:]
+    private var groupLinks: [UInt64: [(String, LinkTarget)]] = [:]
+    /// Object paths by header address, for naming objects opened through references; built on
+    /// first use. Guarded by `lock`.
+    private var pathIndex: [UInt64: String]?
 
     /// Links a walk of the file visits at most when naming referenced objects (beyond that, objects
-    /// are named by their address). Bounds the walk's time and the group handles it holds open.
-    /// ImageNet-Segmentation's gtsegs_ijcv.mat has about 13,000 objects.
+    /// are named by their address). ImageNet-Segmentation's gtsegs_ijcv.mat has about 13,000 objects.
     static let maxIndexedLinks = 200_000
+    /// Soft links followed in a row before a path is given up as a loop.
+    static let maxSoftLinks = 16
+    private static let maxCached = 4096
 
-    /// Offsets at which an HDF5 superblock may start: 0, then 512 doubled (user blocks).
-    static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+    /// The HDF5 signature, found at offset 0 or at a user-block boundary (512, 1024, 2048, ...).
+    static let signature = Superblock.signature
 
     /// Opens an existing file read-only.
     public init(path: String) throws {
@@ -257,52 +213,52 @@ public final class HDF5File: @unchecked Sendable {
         if isDirectory.boolValue {
             throw HDF5Error(file: path, object: nil, kind: .fileNotFound, message: "is a directory, not an HDF5 file")
         }
-        let opened: (hid_t, String) = HDF5Lock.run {
-            let fid = refract_h5f_open_readonly(path)
-            return (fid, fid < 0 ? HDF5Lock.takeLibraryMessages() : "")
+        let source: FileSource
+        do { source = try FileSource(path: path) } catch let error as FormatError {
+            throw HDF5Error(file: path, object: nil, kind: .openFailed, message: error.message)
         }
-        guard opened.0 >= 0 else {
-            if !HDF5File.hasSignature(path: path) {
-                throw HDF5Error(file: path, object: nil, kind: .notHDF5,
-                                message: "not an HDF5 file (no HDF5 signature at offset 0 or at a user-block boundary)")
-            }
-            throw HDF5Error(file: path, object: nil, kind: .openFailed,
-                            message: "libhdf5 cannot open the file" + (opened.1.isEmpty ? "" : ": \(opened.1)"))
+        guard let at = Superblock.locate(source) else {
+            throw HDF5Error(file: path, object: nil, kind: .notHDF5,
+                            message: "not an HDF5 file (no HDF5 signature at offset 0 or at a user-block boundary)")
         }
-        id = opened.0
+        do {
+            layout = try Superblock.read(source, at: at)
+            let root = try ObjectHeader.read(source, layout, at: layout.root)
+            headers[layout.root] = root
+        } catch let error as FormatError {
+            throw HDF5Error(file: path, object: nil, kind: .openFailed, message: "the file is damaged: \(error.message)")
+        }
+        self.source = source
     }
-
-    deinit { close() }
 
     /// Closes the file. Datasets still open keep the underlying file open until they are closed.
     public func close() {
-        HDF5Lock.run {
-            if id >= 0 { _ = H5Fclose(id); id = -1 }
+        locked {
+            source = nil
+            headers = [:]
+            groupLinks = [:]
+            pathIndex = nil
         }
     }
 
-    public var isOpen: Bool { HDF5Lock.run { id >= 0 } }
+    public var isOpen: Bool { locked { source != nil } }
 
     /// Whether the file starts with the HDF5 signature, at offset 0 or at 512, 1024, 2048, ...
     /// (where a user block ends), as libhdf5 searches for it.
     public static func hasSignature(path: String) -> Bool {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? handle.close() }
-        guard let size = try? handle.seekToEnd() else { return false }
-        var offset: UInt64 = 0
-        while offset + 8 <= size {
-            do {
-                try handle.seek(toOffset: offset)
-                if let bytes = try handle.read(upToCount: 8), [UInt8](bytes) == signature { return true }
-            } catch { return false }
-            offset = offset == 0 ? 512 : offset * 2
-        }
-        return false
+        guard let source = try? FileSource(path: path) else { return false }
+        return Superblock.locate(source) != nil
     }
 
-    private func openID(object: String?) throws -> hid_t {
-        guard id >= 0 else { throw HDF5Error(file: path, object: object, kind: .closed, message: "the file is closed") }
-        return id
+    private func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    private func openSource(object: String?) throws -> FileSource {
+        guard let source else { throw HDF5Error(file: path, object: object, kind: .closed, message: "the file is closed") }
+        return source
     }
 
     private static func normalised(_ objectPath: String) -> String {
@@ -310,111 +266,128 @@ public final class HDF5File: @unchecked Sendable {
         return "/" + parts.joined(separator: "/")
     }
 
+    // MARK: Objects (lock held)
+
+    private func header(at address: UInt64, _ source: FileSource) throws -> ObjectHeader {
+        if let cached = headers[address] { return cached }
+        let header = try ObjectHeader.read(source, layout, at: address)
+        if headers.count >= Self.maxCached { headers = [layout.root: headers[layout.root]].compactMapValues { $0 } }
+        headers[address] = header
+        return header
+    }
+
+    /// The group's links in name order, or nil when the object is not a group.
+    private func links(of header: ObjectHeader, _ source: FileSource) throws -> [(String, LinkTarget)]? {
+        if let cached = groupLinks[header.address] { return cached }
+        guard let links = try Groups.links(header, source, layout) else { return nil }
+        if groupLinks.count >= Self.maxCached { groupLinks = [:] }
+        groupLinks[header.address] = links
+        return links
+    }
+
+    private static func kind(of header: ObjectHeader) -> HDF5ObjectKind {
+        if header.first(MessageType.layout) != nil && header.first(MessageType.dataspace) != nil { return .dataset }
+        if header.first(MessageType.symbolTable) != nil || header.first(MessageType.linkInfo) != nil
+            || header.first(MessageType.link) != nil || header.first(MessageType.groupInfo) != nil { return .group }
+        if header.first(MessageType.datatype) != nil { return .namedDatatype }
+        return .other
+    }
+
+    /// Follows the path link by link (soft links too, external links never); nil when a link is
+    /// missing, dangling, or passes through a non-group.
+    private func resolve(_ full: String, _ source: FileSource, hops: Int = 0) throws -> ObjectHeader? {
+        var current = try header(at: layout.root, source)
+        var walked: [Substring] = []
+        for part in full.split(separator: "/") {
+            guard let links = try links(of: current, source) else { return nil }
+            guard let target = Self.find(part, in: links) else { return nil }
+            switch target {
+            case .hard(let address):
+                guard let next = try? header(at: address, source) else { return nil }
+                current = next
+            case .soft(let value):
+                guard hops < Self.maxSoftLinks else { return nil }
+                let absolute = value.hasPrefix("/") ? value : "/" + (walked.map(String.init) + [value]).joined(separator: "/")
+                guard let next = try resolve(Self.normalised(absolute), source, hops: hops + 1) else { return nil }
+                current = next
+            case .external:
+                return nil
+            }
+            walked.append(part)
+        }
+        return current
+    }
+
+    private static func find(_ name: Substring, in links: [(String, LinkTarget)]) -> LinkTarget? {
+        var low = 0, high = links.count
+        while low < high {
+            let mid = (low + high) / 2
+            if links[mid].0 < name { low = mid + 1 } else { high = mid }
+        }
+        return low < links.count && links[low].0 == name ? links[low].1 : nil
+    }
+
+    private func readFailed(_ object: String, _ error: FormatError) -> HDF5Error {
+        HDF5Error(file: path, object: object, kind: .readFailed, message: error.message)
+    }
+
+    // MARK: Lookup
+
     /// What `objectPath` names, or nil when nothing does (a missing link, or a component that
     /// is not a group).
     public func kind(of objectPath: String) throws -> HDF5ObjectKind? {
         let full = Self.normalised(objectPath)
-        return try HDF5Lock.run {
-            let fid = try openID(object: full)
-            return try Self.lookup(fid, full).map { $0.kind }
+        return try locked {
+            let source = try openSource(object: full)
+            do { return try resolve(full, source).map(Self.kind(of:)) } catch let error as FormatError { throw readFailed(full, error) }
         }
     }
 
     public func contains(_ objectPath: String) throws -> Bool { try kind(of: objectPath) != nil }
 
-    /// Follows the path link by link; nil when a link is missing or passes through a non-group.
-    /// Returns the kind and the deepest existing ancestor. Lock held.
-    private static func lookup(_ fid: hid_t, _ full: String) throws -> (kind: HDF5ObjectKind, path: String)? {
-        if full == "/" { return (.group, "/") }
-        var prefix = ""
-        for part in full.split(separator: "/") {
-            prefix += "/" + part
-            // Every ancestor has been checked to be a group, so H5Lexists is well-defined.
-            let exists = H5Lexists(fid, prefix, refract_h5p_default())
-            if exists <= 0 { _ = HDF5Lock.takeLibraryMessages(); return nil }
-            let kind = objectKind(fid, prefix)
-            if prefix != full && kind != .group { return nil }
-            if prefix == full { return kind.map { ($0, full) } }
-        }
-        return nil
-    }
-
-    /// The kind of the object at an existing link (nil if it cannot be opened, e.g. a dangling soft link).
-    private static func objectKind(_ fid: hid_t, _ path: String) -> HDF5ObjectKind? {
-        let oid = H5Oopen(fid, path, refract_h5p_default())
-        if oid < 0 { _ = HDF5Lock.takeLibraryMessages(); return nil }
-        defer { _ = H5Oclose(oid) }
-        switch H5Iget_type(oid) {
-        case H5I_GROUP: return .group
-        case H5I_DATASET: return .dataset
-        case H5I_DATATYPE: return .namedDatatype
-        default: return .other
-        }
-    }
-
     /// The names of the links in a group, sorted by name.
     public func members(ofGroup groupPath: String) throws -> [String] {
         let full = Self.normalised(groupPath)
-        return try HDF5Lock.run {
-            let fid = try openID(object: full)
-            guard let found = try Self.lookup(fid, full) else {
-                throw HDF5Error(file: path, object: full, kind: .noSuchObject, message: "no such group")
-            }
-            guard found.kind == .group else {
-                throw HDF5Error(file: path, object: full, kind: .wrongKind, message: "is a \(found.kind.rawValue), not a group")
-            }
-            let gid = H5Gopen2(fid, full, refract_h5p_default())
-            guard gid >= 0 else {
-                throw HDF5Error(file: path, object: full, kind: .readFailed,
-                                message: "cannot open the group: \(HDF5Lock.takeLibraryMessages())")
-            }
-            defer { _ = H5Gclose(gid) }
-            var info = H5G_info_t()
-            guard H5Gget_info(gid, &info) >= 0 else {
-                throw HDF5Error(file: path, object: full, kind: .readFailed,
-                                message: "cannot list the group: \(HDF5Lock.takeLibraryMessages())")
-            }
-            var names: [String] = []
-            for i in 0..<info.nlinks {
-                let n = H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, refract_h5p_default())
-                guard n >= 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
-                var buffer = [CChar](repeating: 0, count: Int(n) + 1)
-                _ = H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, buffer.count, refract_h5p_default())
-                names.append(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
-            }
-            return names.sorted()
+        return try locked {
+            let source = try openSource(object: full)
+            do {
+                guard let header = try resolve(full, source) else {
+                    throw HDF5Error(file: path, object: full, kind: .noSuchObject, message: "no such group")
+                }
+                guard let links = try links(of: header, source) else {
+                    throw HDF5Error(file: path, object: full, kind: .wrongKind, message: "is a \(Self.kind(of: header).rawValue), not a group")
+                }
+                return links.map { $0.0 }
+            } catch let error as FormatError { throw readFailed(full, error) }
         }
     }
 
     /// Opens the dataset at `objectPath` (absolute, or relative to the root).
     public func dataset(_ objectPath: String) throws -> HDF5Dataset {
         let full = Self.normalised(objectPath)
-        return try HDF5Lock.run {
-            let fid = try openID(object: full)
-            guard let found = try Self.lookup(fid, full) else {
-                throw HDF5Error(file: path, object: full, kind: .noSuchObject, message: missingMessage(fid, full))
-            }
-            guard found.kind == .dataset else {
-                throw HDF5Error(file: path, object: full, kind: .wrongKind,
-                                message: "is a \(found.kind.rawValue), not a dataset")
-            }
-            let did = H5Dopen2(fid, full, refract_h5p_default())
-            guard did >= 0 else {
-                throw HDF5Error(file: path, object: full, kind: .readFailed,
-                                message: "cannot open the dataset: \(HDF5Lock.takeLibraryMessages())")
-            }
-            return try HDF5Dataset(file: self, id: did, name: full)
+        return try locked {
+            let source = try openSource(object: full)
+            do {
+                guard let header = try resolve(full, source) else {
+                    throw HDF5Error(file: path, object: full, kind: .noSuchObject, message: missingMessage(full))
+                }
+                let kind = Self.kind(of: header)
+                guard kind == .dataset else {
+                    throw HDF5Error(file: path, object: full, kind: .wrongKind, message: "is a \(kind.rawValue), not a dataset")
+                }
+                return try HDF5Dataset(file: self, source: source, layout: layout, header: header, name: full, datatypeAt: { try self.header(at: $0, source) })
+            } catch let error as FormatError { throw readFailed(full, error) }
         }
     }
 
     /// "no such dataset" plus what the deepest existing group holds. Lock held.
-    private func missingMessage(_ fid: hid_t, _ full: String) -> String {
+    private func missingMessage(_ full: String) -> String {
         var parts = full.split(separator: "/").map(String.init)
         var missing = "/" + parts.joined(separator: "/")
         while !parts.isEmpty {
             let parentParts = parts.dropLast()
             let parent = "/" + parentParts.joined(separator: "/")
-            if let found = try? Self.lookup(fid, parent), found.kind == .group {
+            if let kind = try? self.kind(of: parent), kind == .group {
                 let members = (try? self.members(ofGroup: parent)) ?? []
                 let shown = members.prefix(12).map { parent == "/" ? "/\($0)" : "\(parent)/\($0)" }
                 let list = shown.isEmpty ? "nothing" : shown.joined(separator: ", ") + (members.count > 12 ? ", ..." : "")
@@ -429,101 +402,60 @@ public final class HDF5File: @unchecked Sendable {
     /// Opens the dataset an object reference (read from a dataset of this file) points to.
     /// The dataset's name is `<reference source> -> <path>`, e.g. `/value/img[3,0] -> /#refs#/b`.
     public func dataset(referencedBy reference: HDF5ObjectReference) throws -> HDF5Dataset {
-        try HDF5Lock.run {
-            let fid = try openID(object: reference.source)
+        try locked {
+            let source = try openSource(object: reference.source)
             if reference.isNull {
                 throw HDF5Error(file: path, object: reference.source, kind: .badReference, message: "null object reference")
             }
-            var raw = hobj_ref_t(reference.address)
-            let oid = refract_h5r_dereference_object(fid, &raw)
-            guard oid >= 0 else {
-                let detail = HDF5Lock.takeLibraryMessages()
+            let header: ObjectHeader
+            do { header = try self.header(at: reference.address, source) } catch let error as FormatError {
                 throw HDF5Error(file: path, object: reference.source, kind: .badReference,
-                                message: "the object reference (address \(reference.address)) does not resolve"
-                                    + (detail.isEmpty ? "" : ": \(detail)"))
+                                message: "the object reference (address \(reference.address)) does not resolve: \(error.message)")
             }
-            let target = objectPath(fid, oid) ?? "address \(reference.address)"
+            let target = objectPath(reference.address, source) ?? "address \(reference.address)"
             let label = "\(reference.source) -> \(target)"
-            let type = H5Iget_type(oid)
-            guard type == H5I_DATASET else {
-                let what = type == H5I_GROUP ? "group" : type == H5I_DATATYPE ? "named datatype" : "non-dataset object"
-                _ = H5Oclose(oid)
+            let kind = Self.kind(of: header)
+            guard kind == .dataset else {
+                let what = kind == .group ? "group" : kind == .namedDatatype ? "named datatype" : "non-dataset object"
                 throw HDF5Error(file: path, object: label, kind: .wrongKind, message: "references a \(what), not a dataset")
             }
-            return try HDF5Dataset(file: self, id: oid, name: label)
+            do {
+                return try HDF5Dataset(file: self, source: source, layout: layout, header: header, name: label, datatypeAt: { try self.header(at: $0, source) })
+            } catch let error as FormatError { throw readFailed(label, error) }
         }
     }
 
     // MARK: Naming referenced objects
     //
-    // An object opened through a reference has no path of its own. libhdf5's H5Iget_name finds one
-    // by walking the whole group graph recursively, once per call, and trusts the stored link
-    // counts to stop at cycles: a damaged file whose groups link back to an ancestor with a count
-    // of 1 recursed until the stack overflowed (found by fuzzing, Fuzz/findings). So H5Iget_name
-    // is not used: the file's hard links are walked once, breadth first, by Refract, each object
-    // visited once by identity (so no cycle can loop) and at most `maxIndexedLinks` links.
+    // An object opened through a reference has no path of its own. The file's hard links are
+    // walked once, breadth first from the root in name order, each object visited once by
+    // address (so no cycle can loop) and at most `maxIndexedLinks` links; the first path found
+    // names the object.
 
-    /// An object's identity within the file (header address, or the HDF5 1.12 token).
-    struct ObjectIdentity: Hashable {
-        var a: UInt64
-        var b: UInt64
+    private func objectPath(_ address: UInt64, _ source: FileSource) -> String? {
+        if pathIndex == nil { pathIndex = indexPaths(source) }
+        return pathIndex?[address]
     }
 
-    static func identity(of oid: hid_t) -> ObjectIdentity? {
-        var raw: (UInt64, UInt64) = (0, 0)
-        let status = withUnsafeMutableBytes(of: &raw) {
-            refract_h5o_identity(oid, $0.baseAddress!.assumingMemoryBound(to: UInt64.self))
-        }
-        guard status >= 0 else { _ = HDF5Lock.takeLibraryMessages(); return nil }
-        return ObjectIdentity(a: raw.0, b: raw.1)
-    }
-
-    /// The first path (breadth first from the root, links in name order) to the open object `oid`,
-    /// or nil when no hard-link path reaches it. Lock held.
-    private func objectPath(_ fid: hid_t, _ oid: hid_t) -> String? {
-        guard let key = Self.identity(of: oid) else { return nil }
-        if pathIndex == nil { pathIndex = Self.indexPaths(fid) }
-        return pathIndex?[key]
-    }
-
-    /// Paths of every object reachable from the root through hard links. Lock held.
-    private static func indexPaths(_ fid: hid_t) -> [ObjectIdentity: String] {
-        var paths: [ObjectIdentity: String] = [:]
-        let root = H5Oopen(fid, "/", refract_h5p_default())
-        guard root >= 0 else { _ = HDF5Lock.takeLibraryMessages(); return paths }
-        var groups: [(id: hid_t, path: String)] = []
-        if let key = identity(of: root) { paths[key] = "/" }
-        groups.append((root, "/"))
-        var links = 0
+    private func indexPaths(_ source: FileSource) -> [UInt64: String] {
+        var paths: [UInt64: String] = [layout.root: "/"]
+        var groups: [(UInt64, String)] = [(layout.root, "/")]
         var next = 0
-        defer { for g in groups[next...] { _ = H5Oclose(g.id) } }
-        while next < groups.count {
-            let group = groups[next]
+        var visited = 0
+        while next < groups.count && visited < Self.maxIndexedLinks {
+            let (address, groupPath) = groups[next]
             next += 1
-            defer { _ = H5Oclose(group.id) }
-            var info = H5G_info_t()
-            guard H5Gget_info(group.id, &info) >= 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
-            var index: hsize_t = 0
-            while index < info.nlinks && links < maxIndexedLinks {
-                defer { index += 1; links += 1 }
-                guard refract_h5l_is_hard_by_idx(group.id, index) == 1 else { _ = HDF5Lock.takeLibraryMessages(); continue }
-                let n = H5Lget_name_by_idx(group.id, ".", H5_INDEX_NAME, H5_ITER_INC, index, nil, 0, refract_h5p_default())
-                guard n > 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
-                var buffer = [CChar](repeating: 0, count: Int(n) + 1)
-                _ = H5Lget_name_by_idx(group.id, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, buffer.count, refract_h5p_default())
-                let name = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-                let child = H5Oopen_by_idx(group.id, ".", H5_INDEX_NAME, H5_ITER_INC, index, refract_h5p_default())
-                guard child >= 0 else { _ = HDF5Lock.takeLibraryMessages(); continue }
-                guard let key = identity(of: child), paths[key] == nil else { _ = H5Oclose(child); continue }
-                let childPath = (group.path == "/" ? "" : group.path) + "/" + name
-                paths[key] = childPath
-                if H5Iget_type(child) == H5I_GROUP {
+            guard let header = try? header(at: address, source), let links = try? Groups.links(header, source, layout) else { continue }
+            for (name, target) in links {
+                visited += 1
+                if visited > Self.maxIndexedLinks { break }
+                guard case .hard(let child) = target, paths[child] == nil else { continue }
+                let childPath = (groupPath == "/" ? "" : groupPath) + "/" + name
+                paths[child] = childPath
+                if let childHeader = try? self.header(at: child, source), Self.kind(of: childHeader) == .group {
                     groups.append((child, childPath))
-                } else {
-                    _ = H5Oclose(child)
                 }
             }
-            if links >= maxIndexedLinks { break }
         }
         return paths
     }
@@ -531,7 +463,7 @@ public final class HDF5File: @unchecked Sendable {
 
 /// An open dataset: its shape, element type, and whole-array reads.
 public final class HDF5Dataset: @unchecked Sendable {
-    /// The file it belongs to (kept open while the dataset is).
+    /// The file it belongs to.
     public let file: HDF5File
     /// Its path, or `<source> -> <path>` when opened through a reference. Used in messages.
     public let name: String
@@ -543,60 +475,54 @@ public final class HDF5Dataset: @unchecked Sendable {
     public let elementType: HDF5ElementType
     /// Bytes per stored element.
     public let elementSize: Int
-    private var id: hid_t
+    private let bigEndian: Bool
+    private let offsetSize: Int
+    private let lock = NSLock()
+    /// How to read the bytes; nil once closed (it holds the file open). Guarded by `lock`.
+    private var storage: DatasetStorage?
 
-    /// Takes ownership of `id`. Lock held by the caller.
-    init(file: HDF5File, id: hid_t, name: String) throws {
+    init(file: HDF5File, source: FileSource, layout: FileLayout, header: ObjectHeader, name: String,
+         datatypeAt: (UInt64) throws -> ObjectHeader) throws {
         self.file = file
         self.name = name
-        self.id = id
-        func fail(_ message: String) -> HDF5Error {
-            _ = H5Dclose(id)
-            return HDF5Error(file: file.path, object: name, kind: .readFailed, message: message)
+        guard let spaceMessage = header.first(MessageType.dataspace), let layoutMessage = header.first(MessageType.layout) else {
+            throw FormatError("\(name) has no dataspace or layout message")
         }
-        let space = H5Dget_space(id)
-        guard space >= 0 else { throw fail("cannot read the dataspace: \(HDF5Lock.takeLibraryMessages())") }
-        defer { _ = H5Sclose(space) }
-        let spaceClass = H5Sget_simple_extent_type(space)
-        var dims: [hsize_t] = []
-        if spaceClass == H5S_SIMPLE {
-            let rank = H5Sget_simple_extent_ndims(space)
-            guard rank >= 0 else { throw fail("cannot read the rank: \(HDF5Lock.takeLibraryMessages())") }
-            dims = [hsize_t](repeating: 0, count: Int(rank))
-            if rank > 0 { _ = H5Sget_simple_extent_dims(space, &dims, nil) }
+        let space = try Dataspace.decode(spaceMessage.body, lengthSize: layout.lengthSize, what: name)
+        guard var typeMessage = header.first(MessageType.datatype) else { throw FormatError("\(name) has no datatype message") }
+        if typeMessage.isShared {
+            // A committed datatype: the message names the object header that holds it.
+            var c = Cursor(typeMessage.body, what: "the shared datatype of \(name)")
+            let version = try c.u8()
+            let type = try c.u8()
+            if version == 1 { try c.skip(6) }
+            guard (1...3).contains(version), version < 3 || type == 2 else {
+                throw FormatError("\(name) has a datatype shared through the shared-message heap, which this reader does not support")
+            }
+            let committed = try datatypeAt(try c.uint(layout.offsetSize))
+            guard let inner = committed.first(MessageType.datatype), !inner.isShared else {
+                throw FormatError("the shared datatype of \(name) does not lead to a datatype")
+            }
+            typeMessage = inner
         }
-        shape = dims.map { Int(clamping: $0) }
-        hasData = spaceClass != H5S_NULL
-        let type = H5Dget_type(id)
-        guard type >= 0 else { throw fail("cannot read the element type: \(HDF5Lock.takeLibraryMessages())") }
-        defer { _ = H5Tclose(type) }
-        elementSize = H5Tget_size(type)
-        switch H5Tget_class(type) {
-        case H5T_INTEGER:
-            elementType = .integer(signed: H5Tget_sign(type) == H5T_SGN_2, bytes: elementSize)
-        case H5T_FLOAT:
-            elementType = .float(bytes: elementSize)
-        case H5T_REFERENCE:
-            elementType = H5Tequal(type, refract_h5t_std_ref_obj()) > 0 ? .objectReference : .otherReference
-        case H5T_STRING: elementType = .string
-        case H5T_COMPOUND: elementType = .other("compound")
-        case H5T_ENUM: elementType = .other("enum")
-        case H5T_ARRAY: elementType = .other("array")
-        case H5T_VLEN: elementType = .other("variable-length")
-        case H5T_OPAQUE: elementType = .other("opaque")
-        case H5T_BITFIELD: elementType = .other("bitfield")
-        case H5T_TIME: elementType = .other("time")
-        default: elementType = .other("unknown type class")
-        }
+        let type = try StoredType.decode(typeMessage.body, layout: layout, what: name)
+        shape = space.dims.map { Int(clamping: $0) }
+        hasData = !space.isNull
+        elementType = type.elementType
+        elementSize = type.size
+        bigEndian = type.bigEndian
+        offsetSize = layout.offsetSize
+        let filters = try header.first(MessageType.filterPipeline).map { try FilterPipeline.decode($0.body, what: name) } ?? []
+        storage = DatasetStorage(source: source, layout: layout, dims: shape, elementSize: elementSize,
+                                 storage: try Storage.decode(layoutMessage.body, layout: layout, rank: shape.count, what: name),
+                                 filters: filters, fill: try FillValue.decode(header, what: name), what: name)
     }
 
-    deinit { close() }
-
-    /// Releases the dataset handle (further reads throw).
+    /// Releases the dataset (further reads throw).
     public func close() {
-        HDF5Lock.run {
-            if id >= 0 { _ = H5Dclose(id); id = -1 }
-        }
+        lock.lock()
+        storage = nil
+        lock.unlock()
     }
 
     public var rank: Int { shape.count }
@@ -622,63 +548,97 @@ public final class HDF5Dataset: @unchecked Sendable {
         HDF5Error(file: file.path, object: name, kind: kind, message: message)
     }
 
-    /// Reads every element in row-major (HDF5) order into `[T]` with memory type `memType`. Lock held.
-    private func readRaw<T>(_ type: T.Type, memType: hid_t) throws -> [T] {
-        guard id >= 0 else { throw error(.closed, "the dataset is closed") }
+    /// Every element's stored bytes, row-major.
+    private func rawBytes() throws -> [UInt8] {
+        lock.lock()
+        let storage = self.storage
+        lock.unlock()
+        guard let storage else { throw error(.closed, "the dataset is closed") }
         let n = count
-        let bytes = n.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+        let bytes = n.multipliedReportingOverflow(by: elementSize)
         if n == Int.max || bytes.overflow || bytes.partialValue > Int(Int32.max) * 16 {
-            throw error(.tooLarge, "\(shape) elements of \(MemoryLayout<T>.stride) bytes do not fit in one array")
+            throw error(.tooLarge, "\(shape) elements of \(elementSize) bytes do not fit in one array")
         }
         if n == 0 { return [] }
-        var status: herr_t = 0
-        let values = [T](unsafeUninitializedCapacity: n) { buffer, initialised in
-            let raw = UnsafeMutableRawPointer(buffer.baseAddress!)
-            raw.initializeMemory(as: UInt8.self, repeating: 0, count: n * MemoryLayout<T>.stride)
-            status = H5Dread(id, memType, refract_h5s_all(), refract_h5s_all(), refract_h5p_default(), raw)
-            initialised = n
+        do { return try storage.readAll(count: n) } catch let failure as FormatError {
+            throw error(.readFailed, failure.message)
         }
-        if status < 0 {
-            throw error(.readFailed, "reading the data failed: \(HDF5Lock.takeLibraryMessages())")
+    }
+
+    /// The stored integer at element `i`, widened (sign-extended when signed).
+    private func integer(_ raw: UnsafeBufferPointer<UInt8>, _ i: Int, signed: Bool) -> UInt64 {
+        var value: UInt64 = 0
+        let base = i * elementSize
+        for b in 0..<elementSize {
+            let byte = UInt64(raw[base + (bigEndian ? elementSize - 1 - b : b)])
+            value |= byte << (8 * UInt64(b))
         }
-        return values
+        if signed && elementSize < 8 && value & (UInt64(1) << UInt64(8 * elementSize - 1)) != 0 {
+            value |= ~((UInt64(1) << UInt64(8 * elementSize)) - 1)
+        }
+        return value
+    }
+
+    private func float(_ raw: UnsafeBufferPointer<UInt8>, _ i: Int) -> Double {
+        let bits = integer(raw, i, signed: false)
+        switch elementSize {
+        case 2: return Self.half(UInt16(bits))
+        case 4: return Double(Float(bitPattern: UInt32(bits)))
+        default: return Double(bitPattern: bits)
+        }
+    }
+
+    /// IEEE binary16 to Double (exact).
+    static func half(_ h: UInt16) -> Double {
+        let sign: Double = h & 0x8000 != 0 ? -1 : 1
+        let exponent = Int((h >> 10) & 0x1F), fraction = Double(h & 0x3FF)
+        switch exponent {
+        case 0: return sign * fraction * 0x1p-24
+        case 31: return fraction == 0 ? sign * .infinity : .nan
+        default: return sign * (1 + fraction / 1024) * Double(sign: .plus, exponent: exponent - 15, significand: 1)
+        }
     }
 
     /// Reads the whole dataset, row-major (HDF5 order), as `T`. Integer and float datasets are
     /// converted exactly: any value that `T` cannot hold exactly throws `.conversion`, naming
     /// the element.
     public func read<T: HDF5Scalar>(as type: T.Type = T.self) throws -> [T] {
-        try HDF5Lock.run {
-            guard let bytes = elementType.numericBytes else {
-                throw error(.unsupportedType, "holds \(elementType) elements, which cannot be read as \(T.self)")
-            }
-            if elementType == T.hdf5Type {
-                return try readRaw(T.self, memType: T.hdf5NativeType)
-            }
-            switch elementType {
-            case .integer(let signed, _) where signed || bytes < 8:
-                let wide = try readRaw(Int64.self, memType: Int64.hdf5NativeType)
-                return try convert(wide) { T(hdf5Exactly: $0) }
-            case .integer:
-                let wide = try readRaw(UInt64.self, memType: UInt64.hdf5NativeType)
-                return try convert(wide) { T(hdf5Exactly: $0) }
-            case .float where bytes <= 8:
-                let wide = try readRaw(Double.self, memType: Double.hdf5NativeType)
-                return try convert(wide) { T(hdf5Exactly: $0) }
-            default:
-                throw error(.unsupportedType, "holds \(elementType) elements, which cannot be read as \(T.self)")
+        guard elementType.numericBytes != nil else {
+            throw error(.unsupportedType, "holds \(elementType) elements, which cannot be read as \(T.self)")
+        }
+        let raw = try rawBytes()
+        let n = raw.count / max(elementSize, 1)
+        if elementType == T.hdf5Type && !bigEndian && MemoryLayout<T>.stride == elementSize && 1.littleEndian == 1 {
+            return [T](unsafeUninitializedCapacity: n) { buffer, initialised in
+                raw.withUnsafeBytes { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: $0) }
+                initialised = n
             }
         }
-    }
-
-    private func convert<W, T>(_ wide: [W], _ exact: (W) -> T?) throws -> [T] {
         var out: [T] = []
-        out.reserveCapacity(wide.count)
-        for (i, v) in wide.enumerated() {
-            guard let x = exact(v) else {
-                throw error(.conversion, "element \(elementName(i)) = \(v) (\(elementType)) is not exactly representable as \(T.self)")
+        out.reserveCapacity(n)
+        try raw.withUnsafeBufferPointer { bytes in
+            for i in 0..<n {
+                let converted: T?
+                let shown: String
+                switch elementType {
+                case .integer(let signed, _) where signed || elementSize < 8:
+                    let v = Int64(bitPattern: integer(bytes, i, signed: signed))
+                    converted = T(hdf5Exactly: v)
+                    shown = "\(v)"
+                case .integer:
+                    let v = integer(bytes, i, signed: false)
+                    converted = T(hdf5Exactly: v)
+                    shown = "\(v)"
+                default:
+                    let v = float(bytes, i)
+                    converted = T(hdf5Exactly: v)
+                    shown = "\(v)"
+                }
+                guard let x = converted else {
+                    throw error(.conversion, "element \(elementName(i)) = \(shown) (\(elementType)) is not exactly representable as \(T.self)")
+                }
+                out.append(x)
             }
-            out.append(x)
         }
         return out
     }
@@ -686,12 +646,12 @@ public final class HDF5Dataset: @unchecked Sendable {
     /// Reads a dataset of object references, row-major. Each reference's `source` is the
     /// element's name, e.g. `/value/img[3,0]`.
     public func readObjectReferences() throws -> [HDF5ObjectReference] {
-        try HDF5Lock.run {
-            guard elementType == .objectReference else {
-                throw error(.unsupportedType, "holds \(elementType) elements, not object references")
-            }
-            let raw = try readRaw(UInt64.self, memType: refract_h5t_std_ref_obj())
-            return raw.enumerated().map { HDF5ObjectReference(address: $0.element, source: elementName($0.offset)) }
+        guard elementType == .objectReference else {
+            throw error(.unsupportedType, "holds \(elementType) elements, not object references")
+        }
+        let raw = try rawBytes()
+        return raw.withUnsafeBufferPointer { bytes in
+            (0..<(raw.count / elementSize)).map { HDF5ObjectReference(address: integer(bytes, $0, signed: false), source: elementName($0)) }
         }
     }
 

@@ -35,6 +35,15 @@ public protocol SegmentationDataset: Sendable {
     func sample(at index: Int) throws -> SegmentationSample
 }
 
+extension SegmentationDataset {
+    /// Reads the first `limit` samples (all when nil) and throws the first problem, so that a run
+    /// refuses a damaged dataset by name before it writes anything (about 8 ms a sample: ~35 s
+    /// for ImageNet-Segmentation's 4,276, against ~20 minutes of segmentation).
+    public func checkSamples(limit: Int? = nil) throws {
+        for index in 0..<min(count, max(0, limit ?? count)) { _ = try sample(at: index) }
+    }
+}
+
 /// A dataset file or folder that cannot be used: names the file and what is wrong.
 public struct SegmentationDataError: Error, CustomStringConvertible {
     public var path: String

@@ -40,7 +40,7 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
         let path = url.path
         source = path
         fileName = url.lastPathComponent
-        // A FIFO, device or socket is refused by type before the HDF5 library opens (and blocks on) it.
+        // A FIFO, device or socket is refused by type before the HDF5 reader opens it.
         if FileManager.default.fileExists(atPath: path) {
             do { try InputFile.requireRegular(path) } catch let e as InputFileError {
                 throw SegmentationDataError(path: path, message: "cannot open the MAT-file: \(e.reason)")
@@ -55,8 +55,11 @@ public final class ImageNetSegmentationMat: SegmentationDataset {
         func references(_ objectPath: String) throws -> [HDF5ObjectReference] {
             let dataset: HDF5Dataset
             do { dataset = try hdf.dataset(objectPath) } catch let error as HDF5Error {
+                // Missing or of the wrong kind: not this dataset's layout. Anything else: a damaged file.
+                let layout = error.kind == .noSuchObject || error.kind == .wrongKind
                 throw SegmentationDataError(path: path, message: "\(error.object ?? objectPath): \(error.message)"
-                                                + "; not an ImageNet-Segmentation file (gtsegs_ijcv.mat needs /value/img and /value/gt)")
+                                                + (layout ? "; not an ImageNet-Segmentation file (gtsegs_ijcv.mat needs /value/img and /value/gt)"
+                                                          : "; the file is damaged"))
             }
             defer { dataset.close() }
             guard dataset.elementType == .objectReference else {

@@ -114,8 +114,8 @@ struct SegmentCommand: AsyncParsableCommand {
         options.resume = resume
         try CountBounds.check("--save-images", saveImages, CountBounds.saveImages)
         try CountBounds.check("--limit", limit, CountBounds.limit)
-        try DatasetPreflight.check(dataset, limit: limit)      // libhdf5 can crash on a damaged .mat: read it in a child first
         let data = try SegmentationDatasets.open(URL(fileURLWithPath: dataset))
+        try data.checkSamples(limit: limit)  // a damaged sample is refused before anything is written
         let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
             ?? SegmentText.imagenetClasses()
         let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) } ?? SegmentText.imagenetTemplates()

@@ -36,4 +36,37 @@ final class FuzzFindingTests: XCTestCase {
         }
         XCTAssertGreaterThan(resolved, 0)
     }
+
+    /// Every HDF5 input the fuzzer ever kept (Fuzz/findings/hdf5-*.mat: crashes, a stack overflow
+    /// and out-of-memory inputs of libhdf5 1.10.8, which Refract used before its own reader, and
+    /// of Refract's own code) is opened, walked and read: each is refused with an HDF5Error
+    /// naming the file, or read, and none reads more than the file could hold.
+    func testEveryKeptFuzzFindingIsRefusedOrRead() throws {
+        let findings = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz/findings", isDirectory: true)
+        let names = try FileManager.default.contentsOfDirectory(atPath: findings.path).filter { $0.hasPrefix("hdf5-") }.sorted()
+        XCTAssertGreaterThanOrEqual(names.count, 6)
+        for name in names {
+            let path = findings.appendingPathComponent(name).path
+            do {
+                let file = try HDF5File(path: path)
+                for list in ["/value/img", "/value/gt"] {
+                    do {
+                        let references = try file.dataset(list).readObjectReferences()
+                        for reference in references.prefix(8) {
+                            do { _ = try file.dataset(referencedBy: reference).read(as: Double.self) } catch let error as HDF5Error {
+                                XCTAssertEqual(error.file, path)
+                            }
+                        }
+                    } catch let error as HDF5Error {
+                        XCTAssertEqual(error.file, path)
+                        XCTAssertFalse(error.message.isEmpty, name)
+                    }
+                }
+            } catch let error as HDF5Error {
+                XCTAssertEqual(error.file, path)
+            }
+        }
+    }
 }

@@ -1,13 +1,15 @@
 // MARK: - Fuzz: HDF5 / MATLAB v7.3
 //
 // The bytes are a gtsegs_ijcv.mat file, opened as `refract segment --data` opens one
-// (SegmentationDatasets.open -> ImageNetSegmentationMat: libhdf5 opens the file, the /value/img
+// (SegmentationDatasets.open -> ImageNetSegmentationMat: RefractHDF5 opens the file, the /value/img
 // and /value/gt reference arrays are read), then the first samples are read (image, cell, mask,
-// value checks). libhdf5
-// reads from a file, as in the CLI (a temporary file on tmpfs).
+// value checks). Then the same bytes go through the general reader: every group reachable from
+// the root is listed, every dataset opened and read (numbers, or references dereferenced), at
+// most 64 objects. The reader reads from a file, as in the CLI (a temporary file on tmpfs).
 
 import Foundation
 import FuzzSupport
+import RefractHDF5
 import RefractSegment
 
 private let file = Scratch.subdirectory("hdf5").appendingPathComponent("gtsegs_ijcv.mat")
@@ -28,5 +30,33 @@ public func fuzzHDF5(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     } catch {
         FuzzInput.refused(error)
     }
+    walk()
     return 0
+}
+
+/// Lists groups breadth first from the root and reads every dataset, at most 64 objects.
+private func walk() {
+    guard let hdf = try? HDF5File(path: file.path) else { return }
+    defer { hdf.close() }
+    var queue = ["/"]
+    var visited = 0
+    while !queue.isEmpty && visited < 64 {
+        let group = queue.removeFirst()
+        guard let members = try? hdf.members(ofGroup: group) else { continue }
+        for name in members.prefix(64) {
+            visited += 1
+            let path = group == "/" ? "/" + name : group + "/" + name
+            switch try? hdf.kind(of: path) {
+            case .group: queue.append(path)
+            case .dataset:
+                guard let dataset = try? hdf.dataset(path) else { continue }
+                if dataset.elementType == .objectReference, let references = try? dataset.readObjectReferences() {
+                    for reference in references.prefix(8) { _ = try? hdf.dataset(referencedBy: reference).read(as: Double.self) }
+                } else {
+                    _ = try? dataset.read(as: Double.self)
+                }
+            default: continue
+            }
+        }
+    }
 }
