@@ -10,7 +10,7 @@ import RefractImage
 import RefractTensor
 import RefractTokenizer
 
-public final class CLIP: Sendable {
+public final class CLIP: VisionModel {
     /// The model id (hub id or directory path) and where it was loaded from.
     public let id: String
     public let directory: URL
@@ -38,7 +38,10 @@ public final class CLIP: Sendable {
         layout = location.layout
         self.location = location
         let configURL = location.configFile
-        switch layout {
+        guard let clipLayout = CLIPLayout(layout) else {
+            throw ConfigError(file: configURL.path, message: "a \(layout.rawValue) checkpoint, not a CLIP model (OpenCLIP or transformers layout)")
+        }
+        switch clipLayout {
         case .openCLIP:
             let cfg = try decodeConfig(OpenCLIPConfigFile.self, from: configURL)
             architecture = try cfg.architecture(file: configURL.path)
@@ -58,27 +61,16 @@ public final class CLIP: Sendable {
         // validated config) before its data is read, so nothing is allocated from a wrong header.
         try ModelMemoryBudget.check(parameters: architecture.parameterCount, configFile: configURL.path)
         let loader = try location.makeTensorLoader()
-        vision = try CLIPVisionTower(source: loader, layout: layout, arch: architecture)
-        text = try CLIPTextTower(source: loader, layout: layout, arch: architecture)
-        let scaleKey = CLIPCheckpointKeys.text(layout).logitScale
+        vision = try CLIPVisionTower(source: loader, layout: clipLayout, arch: architecture)
+        text = try CLIPTextTower(source: loader, layout: clipLayout, arch: architecture)
+        let scaleKey = CLIPCheckpointKeys.text(clipLayout).logitScale
         logitScale = try loader.take(scaleKey, shape: []).data[0]
         guard ConfigLimits.logitScale.contains(Double(logitScale)) else {
             throw CheckpointError.invalidEntry(path: loader.path(of: scaleKey) ?? directory.path, key: scaleKey, reason: "value \(logitScale) is outside \(ConfigLimits.logitScale) "
                                                 + "(exp(logit_scale) multiplies similarities; OpenCLIP clamps it at ln 100 ≈ 4.6)")
         }
-        for key in CLIPCheckpointKeys.ignorable(layout) { loader.ignore(key) }
+        for key in CLIPCheckpointKeys.ignorable(clipLayout) { loader.ignore(key) }
         try loader.finish()
-    }
-
-    /// SHA-256 identifying the weights: the hex digest of the weights file, or for a sharded
-    /// checkpoint the digest of the lines "<file name> <file digest>\n" in shard order. A file in
-    /// the Hugging Face cache is checked against the SHA-256 the cache names it by.
-    public func weightsSHA256() throws -> String {
-        let files = try location.weightFiles()
-        if files.count == 1 { return try HubCache.checkedDigest(ofFileAt: files[0]) }
-        var lines = ""
-        for f in files { lines += "\(f.lastPathComponent) \(try HubCache.checkedDigest(ofFileAt: f))\n" }
-        return SHA256.hexDigest(Array(lines.utf8))
     }
 
     // MARK: Images
@@ -90,6 +82,10 @@ public final class CLIP: Sendable {
 
     /// Image embeddings [N, D'] of preprocessed pixel tensors, raw (before L2 normalisation).
     public func encodeImages(pixels: [Tensor]) -> Tensor { vision(pixels) }
+
+    /// The image embedding (raw) is CLIP's representation.
+    public var representationWidth: Int { architecture.embedDim }
+    public func represent(pixels: [Tensor]) -> Tensor { vision(pixels) }
 
     /// Image embeddings [N, D'] of decoded images, raw.
     public func encodeImages(_ images: [RGBImage]) -> Tensor { vision(preprocess(images)) }
@@ -144,29 +140,6 @@ extension CLIP {
 }
 
 extension CLIP {
-    /// Decodes, preprocesses and embeds image files in batches: [N, D'] raw embeddings, rows in
-    /// the order of `files`. Decoding runs in parallel; the first unreadable file stops the run
-    /// with an `ImageError` naming it. `progress` receives the number of images done.
-    /// A NaN or ±infinity in an embedding stops the run with a `NonFiniteError` naming the file.
-    public func encodeImageFiles(_ files: [URL], batchSize: Int = 8, progress: ((Int) -> Void)? = nil) throws -> Tensor {
-        guard (1...Self.maxBatchSize).contains(batchSize) else {
-            throw CLIPBatchSizeError(batchSize: batchSize)
-        }
-        var rows = [Float]()
-        rows.reserveCapacity(files.count * architecture.embedDim)
-        var start = 0
-        while start < files.count {
-            let batch = Array(files[start..<min(start + batchSize, files.count)])
-            let pixels = try preprocessFiles(batch)
-            let embeddings = vision(pixels)
-            try requireFinite(embeddings, kind: "image embedding", rows: batch.map(\.path))
-            rows += embeddings.data
-            start += batch.count
-            progress?(start)
-        }
-        return Tensor(shape: [files.count, architecture.embedDim], data: rows)
-    }
-
     /// Text embeddings [N, D'] as `encodeTexts`, refusing a NaN or ±infinity with a
     /// `NonFiniteError` naming the text (`labels[i]`, e.g. "line 3 of texts.txt", when given).
     public func encodeTextsChecked(_ texts: [String], labels: [String]? = nil, batchSize: Int = 256,
@@ -186,24 +159,6 @@ extension CLIP {
         return ZeroShotClassifier(classes: classes, templates: templates, textEmbeddings: e)
     }
 
-    /// Refuses embeddings [N, D'] holding a NaN or ±infinity, naming row `rows[i]`: nothing built
-    /// from such a row (a file, a score, a ranking) would mean anything.
-    public func requireFinite(_ embeddings: Tensor, kind: String, rows: [String]) throws {
-        try embeddings.requireFiniteRows(note: "the model \(id) computes non-finite values for this input (its weights are "
-                                            + "finite, so an intermediate value overflowed float32)") { row in
-            (row < rows.count ? rows[row] : "row \(row)", "the \(kind)")
-        }
-    }
-
-    /// Decodes and preprocesses files in parallel: [3, S, S] each.
-    public func preprocessFiles(_ files: [URL]) throws -> [Tensor] {
-        let results = ResultSlots<Tensor>(count: files.count)
-        let prep = preprocessing
-        Parallel.forEach(files.count) { i in
-            results.set(i, Result { prep(try ImageDecoder.decode(contentsOf: files[i])) })
-        }
-        return try results.values()
-    }
 }
 
 /// Per-index results written from parallel tasks.

@@ -6,21 +6,51 @@
 
 import RefractCheckpoint
 
+/// The two checkpoint layouts a CLIP model comes in.
+public enum CLIPLayout: String, Sendable, CaseIterable {
+    case openCLIP, transformers
+
+    /// The CLIP layout of a directory layout; nil for layouts that hold other models (timm).
+    public init?(_ layout: ModelLayout) {
+        switch layout {
+        case .openCLIP: self = .openCLIP
+        case .transformers: self = .transformers
+        case .timm: return nil
+        }
+    }
+}
+
 enum Tower { case vision, text }
 
-/// Names of one residual block's tensors. q,k,v are fused in OpenCLIP and separate in transformers.
-struct BlockKeys {
-    var ln1Weight, ln1Bias: String
-    /// OpenCLIP: one fused [3D, D] weight; transformers: q, k, v [D, D] each.
-    var qkvWeight: [String]
-    var qkvBias: [String]
-    var outWeight, outBias: String
-    var ln2Weight, ln2Bias: String
-    var fc1Weight, fc1Bias, fc2Weight, fc2Bias: String
+/// Names of one pre-LN residual block's tensors. q,k,v are fused in OpenCLIP and timm and
+/// separate in transformers; LayerScale gammas exist only in some timm models (DINOv2).
+public struct BlockKeys: Sendable {
+    public var ln1Weight, ln1Bias: String
+    /// One fused [3D, D] weight, or q, k, v [D, D] each.
+    public var qkvWeight: [String]
+    public var qkvBias: [String]
+    public var outWeight, outBias: String
+    public var ln2Weight, ln2Bias: String
+    public var fc1Weight, fc1Bias, fc2Weight, fc2Bias: String
+    /// LayerScale gammas [D] applied to the attention and MLP outputs (nil: none).
+    public var layerScale1: String? = nil
+    public var layerScale2: String? = nil
+
+    public init(ln1Weight: String, ln1Bias: String, qkvWeight: [String], qkvBias: [String], outWeight: String, outBias: String,
+                ln2Weight: String, ln2Bias: String, fc1Weight: String, fc1Bias: String, fc2Weight: String, fc2Bias: String,
+                layerScale1: String? = nil, layerScale2: String? = nil) {
+        self.ln1Weight = ln1Weight; self.ln1Bias = ln1Bias
+        self.qkvWeight = qkvWeight; self.qkvBias = qkvBias
+        self.outWeight = outWeight; self.outBias = outBias
+        self.ln2Weight = ln2Weight; self.ln2Bias = ln2Bias
+        self.fc1Weight = fc1Weight; self.fc1Bias = fc1Bias
+        self.fc2Weight = fc2Weight; self.fc2Bias = fc2Bias
+        self.layerScale1 = layerScale1; self.layerScale2 = layerScale2
+    }
 }
 
 enum CLIPCheckpointKeys {
-    static func block(_ layout: ModelLayout, _ tower: Tower, _ i: Int) -> BlockKeys {
+    static func block(_ layout: CLIPLayout, _ tower: Tower, _ i: Int) -> BlockKeys {
         switch layout {
         case .openCLIP:
             let p = (tower == .vision ? "visual.transformer" : "transformer") + ".resblocks.\(i)."
@@ -56,7 +86,7 @@ enum CLIPCheckpointKeys {
         var logitScale: String
     }
 
-    static func vision(_ layout: ModelLayout) -> VisionKeys {
+    static func vision(_ layout: CLIPLayout) -> VisionKeys {
         switch layout {
         case .openCLIP:
             return VisionKeys(classEmbedding: "visual.class_embedding", positionalEmbedding: "visual.positional_embedding",
@@ -75,7 +105,7 @@ enum CLIPCheckpointKeys {
         }
     }
 
-    static func text(_ layout: ModelLayout) -> TextKeys {
+    static func text(_ layout: CLIPLayout) -> TextKeys {
         switch layout {
         case .openCLIP:
             return TextKeys(tokenEmbedding: "token_embedding.weight", positionalEmbedding: "positional_embedding",
@@ -91,7 +121,7 @@ enum CLIPCheckpointKeys {
     }
 
     /// Non-parameter buffers some exports include; they carry no information Refract needs.
-    static func ignorable(_ layout: ModelLayout) -> [String] {
+    static func ignorable(_ layout: CLIPLayout) -> [String] {
         switch layout {
         case .openCLIP: return ["attn_mask", "visual.attn_mask"]
         case .transformers: return ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"]

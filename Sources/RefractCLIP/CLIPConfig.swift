@@ -16,6 +16,15 @@ public struct TowerArchitecture: Sendable, Codable, Equatable {
     public var mlpWidth: Int
     public var layerNormEps: Float
     public var activation: Ops.Activation
+
+    public init(width: Int, layers: Int, heads: Int, mlpWidth: Int, layerNormEps: Float, activation: Ops.Activation) {
+        self.width = width
+        self.layers = layers
+        self.heads = heads
+        self.mlpWidth = mlpWidth
+        self.layerNormEps = layerNormEps
+        self.activation = activation
+    }
 }
 
 /// Everything the forward passes need, independent of the checkpoint layout.
@@ -37,6 +46,7 @@ public struct CLIPArchitecture: Sendable, Codable, Equatable {
 public struct ConfigError: Error, CustomStringConvertible {
     public var file: String
     public var message: String
+    public init(file: String, message: String) { self.file = file; self.message = message }
     public var description: String { "\(file): \(message)" }
 }
 

@@ -20,7 +20,7 @@ extension TensorLoader: TensorSource {}
 
 /// A projection into the joint space as [out, in] (applied as x·Wᵀ): OpenCLIP stores P as
 /// [in, out] and applies x·P, transformers stores a Linear weight [out, in].
-func takeProjection(_ source: TensorSource, _ key: String, layout: ModelLayout, from width: Int, to dim: Int) throws -> Tensor {
+func takeProjection(_ source: TensorSource, _ key: String, layout: CLIPLayout, from width: Int, to dim: Int) throws -> Tensor {
     switch layout {
     case .openCLIP: return Ops.transposed(try source.take(key, shape: [width, dim]))
     case .transformers: return try source.take(key, shape: [dim, width])
@@ -39,10 +39,12 @@ public struct ResidualBlock: Sendable {
     public var ln2Weight, ln2Bias: Tensor        // [D]
     public var fc1Weight: Tensor                 // [F, D]
     public var fc1Bias: Tensor                   // [F]
-    public var fc2Weight: Tensor                 // [D, F]
+    public var fc2Weight: Tensor                 // [D, F] ([D, F/2] for a gated MLP)
     public var fc2Bias: Tensor                   // [D]
+    /// LayerScale: attention and MLP outputs multiplied by these before they are added (DINOv2).
+    public var layerScale1, layerScale2: Tensor? // [D]
 
-    init(source: TensorSource, keys: BlockKeys, arch: TowerArchitecture) throws {
+    public init(source: TensorSource, keys: BlockKeys, arch: TowerArchitecture) throws {
         let d = arch.width, f = arch.mlpWidth
         ln1Weight = try source.take(keys.ln1Weight, shape: [d])
         ln1Bias = try source.take(keys.ln1Bias, shape: [d])
@@ -61,8 +63,10 @@ public struct ResidualBlock: Sendable {
         ln2Bias = try source.take(keys.ln2Bias, shape: [d])
         fc1Weight = try source.take(keys.fc1Weight, shape: [f, d])
         fc1Bias = try source.take(keys.fc1Bias, shape: [f])
-        fc2Weight = try source.take(keys.fc2Weight, shape: [d, f])
+        fc2Weight = try source.take(keys.fc2Weight, shape: [d, arch.activation == .swiGLU ? f / 2 : f])
         fc2Bias = try source.take(keys.fc2Bias, shape: [d])
+        layerScale1 = try keys.layerScale1.map { try source.take($0, shape: [d]) }
+        layerScale2 = try keys.layerScale2.map { try source.take($0, shape: [d]) }
     }
 
     /// x[S, D] → x + MSA(ln1 x), then + MLP(ln2 ·). With `queries` other than `.all`, the result
@@ -83,11 +87,14 @@ public struct ResidualBlock: Sendable {
         case .first: y = Ops.gatherRows(x, segments.map(\.start))
         case .last: y = Ops.gatherRows(x, segments.map { $0.start + $0.length - 1 })
         }
-        Ops.addInPlace(&y, Ops.linear(attn, weight: outWeight, bias: outBias))
+        var written = Ops.linear(attn, weight: outWeight, bias: outBias)                         // [R, D]
+        if let layerScale1 { Ops.scaleColumns(&written, layerScale1) }
+        Ops.addInPlace(&y, written)
         let h2 = Ops.layerNorm(y, weight: ln2Weight, bias: ln2Bias, eps: arch.layerNormEps)     // [R, D]
         var m = Ops.linear(h2, weight: fc1Weight, bias: fc1Bias)                                // [R, F]
-        Ops.activate(&m, arch.activation)
-        let mlp = Ops.linear(m, weight: fc2Weight, bias: fc2Bias)                               // [R, D]
+        if arch.activation == .swiGLU { m = Ops.swiGLU(m) } else { Ops.activate(&m, arch.activation) } // [R, F or F/2]
+        var mlp = Ops.linear(m, weight: fc2Weight, bias: fc2Bias)                               // [R, D]
+        if let layerScale2 { Ops.scaleColumns(&mlp, layerScale2) }
         Ops.addInPlace(&y, mlp)
         trace?(BlockTrace(qkv: qkv, heads: attn, mlp: mlp))
         return y
@@ -101,7 +108,7 @@ public struct BlockTrace: Sendable {
     public var qkv: Tensor
     /// Attention output before the out-projection: [R, D], head h in columns h·dh ..< (h+1)·dh.
     public var heads: Tensor
-    /// MLP output (fc2 bias included) written into the residual stream: [R, D].
+    /// MLP output (fc2 bias and LayerScale included) written into the residual stream: [R, D].
     public var mlp: Tensor
 }
 
@@ -117,7 +124,7 @@ public struct CLIPVisionTower: Sendable {
     public var lnPostWeight, lnPostBias: Tensor  // [D]
     public var projection: Tensor                // [D', D] (applied as x·Pᵀ)
 
-    init(source: TensorSource, layout: ModelLayout, arch: CLIPArchitecture) throws {
+    init(source: TensorSource, layout: CLIPLayout, arch: CLIPArchitecture) throws {
         self.arch = arch
         let d = arch.vision.width, p = arch.patchSize
         let k = CLIPCheckpointKeys.vision(layout)
@@ -134,29 +141,11 @@ public struct CLIPVisionTower: Sendable {
         projection = try takeProjection(source, k.projection, layout: layout, from: d, to: arch.embedDim)
     }
 
-    /// Patch rows of one preprocessed image [3, S, S] → [G·G, 3·p·p], in conv-weight order (c, ky, kx),
-    /// patches row-major over the grid.
+    /// Patch rows of one preprocessed image [3, S, S] → [G·G, 3·p·p] (`Ops.patchRows`).
     func patches(_ image: Tensor) -> Tensor {
-        let s = arch.imageSize, p = arch.patchSize, g = arch.gridSize
+        let s = arch.imageSize
         precondition(image.shape == [3, s, s], "image tensor \(image.shape), expected [3, \(s), \(s)]")
-        let width = 3 * p * p
-        var out = [Float](repeating: 0, count: g * g * width)                   // [G·G, 3·p·p]
-        image.data.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for gy in 0..<g {
-                    for gx in 0..<g {
-                        let row = dst.baseAddress! + (gy * g + gx) * width
-                        for c in 0..<3 {
-                            for ky in 0..<p {
-                                let from = src.baseAddress! + (c * s + gy * p + ky) * s + gx * p
-                                (row + (c * p + ky) * p).update(from: from, count: p)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return Tensor(shape: [g * g, width], data: out)
+        return Ops.patchRows(image, patch: arch.patchSize)
     }
 
     /// Residual stream after ln_pre, for a batch packed as [B·T, D], and its segments.
@@ -221,7 +210,7 @@ public struct CLIPVisionTower: Sendable {
 /// Computes `count` independent output rows of `width` in slices, one per BLAS thread
 /// (`BLAS.forEachSlice`), and stacks them in order: [count, width]. `body(range, parallel)`
 /// returns the rows of `range`; `parallel` says whether it may parallelise internally.
-func rowsInSlices(count: Int, width: Int, _ body: @Sendable (Range<Int>, Bool) -> Tensor) -> Tensor {
+public func rowsInSlices(count: Int, width: Int, _ body: @Sendable (Range<Int>, Bool) -> Tensor) -> Tensor {
     if count == 0 { return Tensor(zeros: [0, width]) }
     if Swift.min(count, BLAS.threads) <= 1 { return body(0..<count, true) }
     var out = [Float](repeating: 0, count: count * width)                              // [count, width]
@@ -248,7 +237,7 @@ public struct CLIPTextTower: Sendable {
     public var lnFinalWeight, lnFinalBias: Tensor // [W]
     public var projection: Tensor                // [D', W] (applied as x·Pᵀ)
 
-    init(source: TensorSource, layout: ModelLayout, arch: CLIPArchitecture) throws {
+    init(source: TensorSource, layout: CLIPLayout, arch: CLIPArchitecture) throws {
         self.arch = arch
         let w = arch.text.width
         let k = CLIPCheckpointKeys.text(layout)

@@ -34,13 +34,13 @@ public final class RandomWeights: TensorSource, @unchecked Sendable {
 
 extension CLIPVisionTower {
     /// A tower with weights from any source (e.g. `RandomWeights` for benchmarks).
-    public init(weights: TensorSource, layout: ModelLayout = .openCLIP, architecture: CLIPArchitecture) throws {
+    public init(weights: TensorSource, layout: CLIPLayout = .openCLIP, architecture: CLIPArchitecture) throws {
         try self.init(source: weights, layout: layout, arch: architecture)
     }
 }
 
 extension CLIPTextTower {
-    public init(weights: TensorSource, layout: ModelLayout = .openCLIP, architecture: CLIPArchitecture) throws {
+    public init(weights: TensorSource, layout: CLIPLayout = .openCLIP, architecture: CLIPArchitecture) throws {
         try self.init(source: weights, layout: layout, arch: architecture)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RefractTensor
 
 // MARK: - Model directories
 //
@@ -20,6 +21,9 @@ public enum ModelLayout: String, Sendable, CaseIterable {
     case transformers
     /// OpenCLIP (`open_clip_config.json`, `open_clip_model.safetensors`).
     case openCLIP
+    /// timm on the Hugging Face hub (`config.json` naming an `architecture`, `model.safetensors`
+    /// with timm's state_dict names).
+    case timm
 
     /// The weights file of a single-file checkpoint of this layout.
     public var weightsFile: String { self == .openCLIP ? "open_clip_model.safetensors" : "model.safetensors" }
@@ -64,7 +68,7 @@ public struct ModelLocation: Sendable, Equatable {
 
     /// The safetensors files holding the weights (one file, or the shards of the index).
     public func weightFiles() throws -> [URL] {
-        if layout == .transformers, file(layout.weightsFile) == nil, let index = file(Self.shardIndexFile) {
+        if layout != .openCLIP, file(layout.weightsFile) == nil, let index = file(Self.shardIndexFile) {
             return try TensorLoader.shardFiles(indexFile: index).map(\.url)
         }
         return [directory.appendingPathComponent(layout.weightsFile)]
@@ -72,7 +76,7 @@ public struct ModelLocation: Sendable, Equatable {
 
     /// A strict loader over the weights (single file, or shards checked against the index).
     public func makeTensorLoader() throws -> TensorLoader {
-        if layout == .transformers, file(layout.weightsFile) == nil, let index = file(Self.shardIndexFile) {
+        if layout != .openCLIP, file(layout.weightsFile) == nil, let index = file(Self.shardIndexFile) {
             return try TensorLoader(indexFile: index)
         }
         return try TensorLoader(files: [directory.appendingPathComponent(layout.weightsFile)])
@@ -176,7 +180,7 @@ public struct ModelLocation: Sendable, Equatable {
         let wanted = layout ?? (FileManager.default.fileExists(atPath: dir.appendingPathComponent("open_clip_config.json").path)
                                 ? .openCLIP : .transformers)
         var names = [wanted.configFile]
-        if wanted == .transformers, FileManager.default.fileExists(atPath: dir.appendingPathComponent(shardIndexFile).path) {
+        if wanted != .openCLIP, FileManager.default.fileExists(atPath: dir.appendingPathComponent(shardIndexFile).path) {
             names += (try? TensorLoader.shardFiles(indexFile: dir.appendingPathComponent(shardIndexFile)).map { $0.url.lastPathComponent }) ?? []
         } else {
             names.append(wanted.weightsFile)
@@ -184,32 +188,51 @@ public struct ModelLocation: Sendable, Equatable {
         return names.filter { !FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path) }
     }
 
-    /// Detects the layout of a checkpoint directory. With both layouts present, OpenCLIP wins
-    /// unless `preferring` says otherwise. Throws `pickleWeights` when only `.bin` weights exist,
-    /// and `noModel` (listing what is missing) otherwise.
+    /// Whether `config.json` is a timm hub config (an `architecture` string and no
+    /// transformers `model_type`). False when it is missing or not a JSON object.
+    public static func isTimmConfig(_ url: URL) -> Bool {
+        guard let data = try? InputFile.read(url.path, maxBytes: 16 << 20),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
+        return object["architecture"] is String && object["model_type"] == nil
+    }
+
+    /// Detects the layout of a checkpoint directory. With both OpenCLIP and `config.json` files
+    /// present, OpenCLIP wins unless `preferring` says otherwise; a `config.json` + weights pair
+    /// is timm when the config names an `architecture`, transformers otherwise. Throws
+    /// `pickleWeights` when only `.bin` weights exist, and `noModel` (listing what is missing)
+    /// otherwise.
     public static func detectLayout(in directory: URL, preferring: ModelLayout? = nil) throws -> ModelLayout {
         let fm = FileManager.default
         func has(_ name: String) -> Bool { fm.fileExists(atPath: directory.appendingPathComponent(name).path) }
         let dirPath = directory.path
 
         let hasOpenCLIP = has("open_clip_config.json") && has("open_clip_model.safetensors")
-        var transformersProblem: String?
-        let hasTransformers: Bool
+        var configProblem: String?
+        let hasConfigWeights: Bool
         if !has("config.json") {
-            hasTransformers = false
+            hasConfigWeights = false
         } else if has("model.safetensors") {
-            hasTransformers = true
+            hasConfigWeights = true
         } else if has(shardIndexFile) {
             let shards = try TensorLoader.shardFiles(indexFile: directory.appendingPathComponent(shardIndexFile))
             let missing = shards.map { $0.url.lastPathComponent }.filter { !has($0) }
             if missing.isEmpty {
-                hasTransformers = true
+                hasConfigWeights = true
             } else {
-                hasTransformers = false
-                transformersProblem = "\(shardIndexFile) names shards that are missing: \(missing.joined(separator: ", "))"
+                hasConfigWeights = false
+                configProblem = "\(shardIndexFile) names shards that are missing: \(missing.joined(separator: ", "))"
             }
         } else {
-            hasTransformers = false
+            hasConfigWeights = false
+        }
+        let timm = has("config.json") && isTimmConfig(directory.appendingPathComponent("config.json"))
+        func pickleOrMissing(_ layout: ModelLayout, _ expected: String) throws -> Never {
+            if let configProblem { throw CheckpointError.noModel(directory: dirPath, reason: configProblem) }
+            if has("config.json"), has("pytorch_model.bin") {
+                throw CheckpointError.pickleWeights(directory: dirPath, file: "pytorch_model.bin")
+            }
+            throw CheckpointError.noModel(directory: dirPath,
+                reason: "the \(layout.rawValue) layout was requested but \(expected) are not both present")
         }
 
         switch preferring {
@@ -221,38 +244,44 @@ public struct ModelLocation: Sendable, Equatable {
             throw CheckpointError.noModel(directory: dirPath,
                 reason: "the OpenCLIP layout was requested but open_clip_config.json + open_clip_model.safetensors are not both present")
         case .transformers?:
-            if hasTransformers { return .transformers }
-            if let transformersProblem { throw CheckpointError.noModel(directory: dirPath, reason: transformersProblem) }
-            if has("config.json"), has("pytorch_model.bin") {
-                throw CheckpointError.pickleWeights(directory: dirPath, file: "pytorch_model.bin")
+            if has("config.json"), timm {
+                throw CheckpointError.noModel(directory: dirPath,
+                    reason: "the transformers layout was requested but config.json is a timm config (it names an architecture)")
             }
-            throw CheckpointError.noModel(directory: dirPath,
-                reason: "the transformers layout was requested but config.json + model.safetensors (or \(shardIndexFile)) are not both present")
+            if hasConfigWeights { return .transformers }
+            try pickleOrMissing(.transformers, "config.json + model.safetensors (or \(shardIndexFile))")
+        case .timm?:
+            if has("config.json"), !timm {
+                throw CheckpointError.noModel(directory: dirPath,
+                    reason: "the timm layout was requested but config.json is not a timm config (no \"architecture\" entry)")
+            }
+            if hasConfigWeights { return .timm }
+            try pickleOrMissing(.timm, "config.json + model.safetensors")
         case nil:
             if hasOpenCLIP { return .openCLIP }
-            if hasTransformers { return .transformers }
-            if let transformersProblem { throw CheckpointError.noModel(directory: dirPath, reason: transformersProblem) }
+            if hasConfigWeights { return timm ? .timm : .transformers }
+            if let configProblem { throw CheckpointError.noModel(directory: dirPath, reason: configProblem) }
             for pickle in ["open_clip_pytorch_model.bin", "pytorch_model.bin"] where has(pickle) {
                 throw CheckpointError.pickleWeights(directory: dirPath, file: pickle)
             }
             let present = ((try? fm.contentsOfDirectory(atPath: dirPath)) ?? []).sorted()
             throw CheckpointError.noModel(directory: dirPath,
-                reason: "expected config.json + model.safetensors (transformers) or open_clip_config.json + open_clip_model.safetensors (OpenCLIP); "
+                reason: "expected config.json + model.safetensors (transformers or timm) or open_clip_config.json + open_clip_model.safetensors (OpenCLIP); "
                     + "found \(present.isEmpty ? "nothing" : present.prefix(20).joined(separator: ", "))")
         }
     }
 }
 
 extension HubDownloader {
-    /// Downloads what a CLIP checkpoint needs: `open_clip_config.json` is tried first and, when the
-    /// repository has it (and the layout is not forced to transformers), the OpenCLIP files are
+    /// Downloads what a checkpoint needs: `open_clip_config.json` is tried first and, when the
+    /// repository has it (and the layout is not forced to transformers or timm), the OpenCLIP files are
     /// fetched; otherwise the transformers files (config, weights or index + shards, then the
     /// optional preprocessor and tokenizer files, which may be absent). All files come from the
     /// same commit.
     public func downloadModel(_ repo: HubRepo, layout: ModelLayout? = nil) async throws -> ModelLocation {
         var pinned: String?
         var hasOpenCLIPConfig = false
-        if layout != .transformers {
+        if layout != .transformers && layout != .timm {
             hasOpenCLIPConfig = try await fetch("open_clip_config.json", repo: repo, pinned: &pinned,
                                                 required: layout == .openCLIP) != nil
             if hasOpenCLIPConfig {
@@ -279,6 +308,10 @@ extension HubDownloader {
             for shard in try TensorLoader.shardFiles(indexFile: index) {
                 _ = try await fetch(shard.url.lastPathComponent, repo: repo, pinned: &pinned, required: true)
             }
+        }
+        if let config = try await fetch("config.json", repo: repo, pinned: &pinned, required: false),
+           layout != .transformers, ModelLocation.isTimmConfig(config) {
+            return try location(repo, pinned, layout: .timm)  // timm repositories have no tokenizer files
         }
         for name in ModelLocation.transformersOptionalFiles {
             _ = try await fetch(name, repo: repo, pinned: &pinned, required: false)

@@ -80,13 +80,73 @@ public enum Ops {
         return y
     }
 
-    public enum Activation: String, Sendable, Codable { case gelu, quickGELU }
+    /// MLP activations. `swiGLU` is timm's packed SwiGLU (DINOv2 giant): the fc1 output's first
+    /// half through SiLU times its second half, halving the width (`Ops.swiGLU`), so it is not an
+    /// elementwise activation.
+    public enum Activation: String, Sendable, Codable { case gelu, quickGELU, swiGLU }
 
     public static func activate(_ x: inout Tensor, _ act: Activation) {
         x.data.withUnsafeMutableBufferPointer { p in
             switch act {
             case .gelu: Kernels.gelu(p)
             case .quickGELU: Kernels.quickGELU(p)
+            case .swiGLU: preconditionFailure("swiGLU changes the width: use Ops.swiGLU")
+            }
+        }
+    }
+
+    /// Packed SwiGLU: x[R, 2H] → silu(x[:, :H]) ⊙ x[:, H:] as [R, H] (timm GluMlp, gate_last false).
+    public static func swiGLU(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 2 && x.shape[1] % 2 == 0, "swiGLU: \(x.shape)")
+        let rows = x.shape[0], h = x.shape[1] / 2
+        var out = [Float](repeating: 0, count: rows * h)                                 // [R, H]
+        x.data.withUnsafeBufferPointer { src in
+            for r in 0..<rows {
+                for j in 0..<h {
+                    let a = src[r * 2 * h + j], b = src[r * 2 * h + h + j]
+                    out[r * h + j] = a / (1 + Kernels.exp(-a)) * b
+                }
+            }
+        }
+        return Tensor(shape: [rows, h], data: out)
+    }
+
+    /// Patch rows of one image [C, S, S] for a p×p stride-p patch embedding: [G·G, C·p·p] with
+    /// G = S / p, each row in conv-weight order (c, ky, kx), patches row-major over the grid, so
+    /// that the convolution is one GEMM with its weight flattened to [D, C·p·p].
+    public static func patchRows(_ image: Tensor, patch p: Int) -> Tensor {
+        precondition(image.rank == 3 && image.shape[1] == image.shape[2] && image.shape[1] % p == 0,
+                     "patchRows: image \(image.shape), patch \(p)")
+        let c = image.shape[0], s = image.shape[1], g = s / p
+        let width = c * p * p
+        var out = [Float](repeating: 0, count: g * g * width)                   // [G·G, C·p·p]
+        image.data.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for gy in 0..<g {
+                    for gx in 0..<g {
+                        let row = dst.baseAddress! + (gy * g + gx) * width
+                        for ch in 0..<c {
+                            for ky in 0..<p {
+                                let from = src.baseAddress! + (ch * s + gy * p + ky) * s + gx * p
+                                (row + (ch * p + ky) * p).update(from: from, count: p)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [g * g, width], data: out)
+    }
+
+    /// x[R, D] ⊙ g[D] per row, in place (LayerScale).
+    public static func scaleColumns(_ x: inout Tensor, _ g: Tensor) {
+        precondition(x.rank == 2 && g.count == x.shape[1], "scaleColumns: \(x.shape) vs \(g.shape)")
+        let d = x.shape[1]
+        x.data.withUnsafeMutableBufferPointer { p in
+            g.data.withUnsafeBufferPointer { gp in
+                for r in 0..<(p.count / max(d, 1)) {
+                    for j in 0..<d { p[r * d + j] *= gp[j] }
+                }
             }
         }
     }

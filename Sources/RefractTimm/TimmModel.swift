@@ -1,0 +1,100 @@
+// MARK: - timm models
+//
+// A loaded timm checkpoint: its configuration (architecture, model_args, pretrained_cfg), its own
+// preprocessing, the network, and the classifier head when it has one. Construct with
+// `TimmModel.load(_:)` from a local directory or a hub id such as `timm/vit_base_patch14_dinov2.lvd142m`.
+
+import Foundation
+import RefractCheckpoint
+import RefractCLIP
+import RefractImage
+import RefractTensor
+
+/// The network of a timm checkpoint, by family.
+public enum TimmNetwork: Sendable {
+    case vit(VisionTransformer)
+
+    public var featureWidth: Int {
+        switch self {
+        case .vit(let m): return m.config.width
+        }
+    }
+
+    public var numClasses: Int {
+        switch self {
+        case .vit(let m): return m.config.numClasses
+        }
+    }
+
+    var parameterCount: Int {
+        switch self {
+        case .vit(let m): return m.config.parameterCount
+        }
+    }
+}
+
+public final class TimmModel: VisionModel {
+    public let id: String
+    public let location: ModelLocation
+    public let config: TimmConfigFile
+    public let family: TimmFamily
+    public let network: TimmNetwork
+    public let preprocessing: ImagePreprocessing
+
+    /// Loads a model directory or hub id (downloading into the Hugging Face cache when missing).
+    public static func load(_ spec: String, options: ModelLocation.Options = .init()) async throws -> TimmModel {
+        var options = options
+        if options.layout == nil { options.layout = .timm }
+        return try TimmModel(location: try await ModelLocation.resolve(spec, options: options))
+    }
+
+    public init(location: ModelLocation) throws {
+        try BLAS.load()
+        id = location.modelId
+        self.location = location
+        let configURL = location.configFile
+        guard location.layout == .timm else {
+            throw ConfigError(file: configURL.path, message: "a \(location.layout.rawValue) checkpoint, not a timm model")
+        }
+        config = try TimmConfigFile(url: configURL)
+        preprocessing = config.preprocessing
+        let entry = try TimmRegistry.entry(config.architecture, file: configURL.path)
+        family = entry.family
+        let args = ConfigObject(file: configURL.path, prefix: "model_args.",
+                                values: entry.arguments.merging(config.modelArgs.values) { $1 })
+        switch entry.family {
+        case .vit:
+            let c = try ViTConfig.resolve(args, config: config)
+            try ModelMemoryBudget.check(parameters: c.parameterCount, configFile: configURL.path)
+            if c.imageSize != config.inputSize[1] {
+                throw ConfigValueError(file: configURL.path, key: "pretrained_cfg.input_size", value: "\(config.inputSize)",
+                                       allowed: "[3, \(c.imageSize), \(c.imageSize)] (the model's img_size; other sizes would need a resampled position embedding)")
+            }
+            let loader = try location.makeTensorLoader()
+            network = .vit(try VisionTransformer(source: loader, config: c))
+            try loader.finish()
+        case .swin:
+            throw UnsupportedArchitecture(file: configURL.path, architecture: config.architecture)
+        }
+    }
+
+    public var representationWidth: Int { network.featureWidth }
+
+    /// Pre-logits features [N, F] (what is decomposed), one batch slice per core.
+    public func represent(pixels: [Tensor]) -> Tensor {
+        switch network {
+        case .vit(let m): return m(pixels)
+        }
+    }
+
+    /// Logits [N, C] of the checkpoint's own head for pre-logits features; nil without a head.
+    public func logits(_ features: Tensor) -> Tensor? {
+        switch network {
+        case .vit(let m): return m.logits(features)
+        }
+    }
+
+    /// Class names for the head: the checkpoint's `label_names`, else nil (the caller decides,
+    /// e.g. ImageNet's for 1000 classes).
+    public var labelNames: [String]? { config.labelNames }
+}
