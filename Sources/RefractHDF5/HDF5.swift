@@ -196,7 +196,7 @@ public final class HDF5File: @unchecked Sendable {
     /// Links a walk of the file visits at most when naming referenced objects (beyond that, objects
     /// are named by their address). ImageNet-Segmentation's gtsegs_ijcv.mat has about 13,000 objects.
     static let maxIndexedLinks = 200_000
-    /// Soft links followed in a row before a path is given up as a loop.
+    /// Soft links one lookup follows before the path is given up as a loop.
     static let maxSoftLinks = 16
     private static let maxCached = 4096
 
@@ -294,8 +294,16 @@ public final class HDF5File: @unchecked Sendable {
     }
 
     /// Follows the path link by link (soft links too, external links never); nil when a link is
-    /// missing, dangling, or passes through a non-group.
-    private func resolve(_ full: String, _ source: FileSource, hops: Int = 0) throws -> ObjectHeader? {
+    /// missing, dangling, or passes through a non-group. At most `maxSoftLinks` soft links are
+    /// followed in one lookup, counted over the whole lookup (as libhdf5 does): soft links whose
+    /// targets are paths through other soft links could otherwise branch exponentially (found by
+    /// fuzzing).
+    private func resolve(_ full: String, _ source: FileSource) throws -> ObjectHeader? {
+        var hops = 0
+        return try resolve(full, source, hops: &hops)
+    }
+
+    private func resolve(_ full: String, _ source: FileSource, hops: inout Int) throws -> ObjectHeader? {
         var current = try header(at: layout.root, source)
         var walked: [Substring] = []
         for part in full.split(separator: "/") {
@@ -307,8 +315,9 @@ public final class HDF5File: @unchecked Sendable {
                 current = next
             case .soft(let value):
                 guard hops < Self.maxSoftLinks else { return nil }
+                hops += 1
                 let absolute = value.hasPrefix("/") ? value : "/" + (walked.map(String.init) + [value]).joined(separator: "/")
-                guard let next = try resolve(Self.normalised(absolute), source, hops: hops + 1) else { return nil }
+                guard let next = try resolve(Self.normalised(absolute), source, hops: &hops) else { return nil }
                 current = next
             case .external:
                 return nil
@@ -567,16 +576,24 @@ public final class HDF5Dataset: @unchecked Sendable {
 
     /// The stored integer at element `i`, widened (sign-extended when signed).
     private func integer(_ raw: UnsafeBufferPointer<UInt8>, _ i: Int, signed: Bool) -> UInt64 {
-        var value: UInt64 = 0
-        let base = i * elementSize
-        for b in 0..<elementSize {
-            let byte = UInt64(raw[base + (bigEndian ? elementSize - 1 - b : b)])
-            value |= byte << (8 * UInt64(b))
+        let bytes = UnsafeRawBufferPointer(raw)
+        let at = i * elementSize
+        switch elementSize {
+        case 1:
+            let v = bytes[at]
+            return signed ? UInt64(bitPattern: Int64(Int8(bitPattern: v))) : UInt64(v)
+        case 2:
+            let v = bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self)
+            let n = bigEndian ? v.byteSwapped : v.littleEndian
+            return signed ? UInt64(bitPattern: Int64(Int16(bitPattern: n))) : UInt64(n)
+        case 4:
+            let v = bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self)
+            let n = bigEndian ? v.byteSwapped : v.littleEndian
+            return signed ? UInt64(bitPattern: Int64(Int32(bitPattern: n))) : UInt64(n)
+        default:
+            let v = bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+            return bigEndian ? v.byteSwapped : v.littleEndian
         }
-        if signed && elementSize < 8 && value & (UInt64(1) << UInt64(8 * elementSize - 1)) != 0 {
-            value |= ~((UInt64(1) << UInt64(8 * elementSize)) - 1)
-        }
-        return value
     }
 
     private func float(_ raw: UnsafeBufferPointer<UInt8>, _ i: Int) -> Double {

@@ -288,8 +288,17 @@ struct DatasetStorage {
             throw FormatError("\(what) declares \(total) bytes of data, more than a file of \(source.size) bytes can hold even compressed")
         }
         var out = [UInt8](repeating: 0, count: total)
-        if let fill, fill.count == elementSize, fill.contains(where: { $0 != 0 }) {
-            for i in 0..<count { for b in 0..<elementSize { out[i * elementSize + b] = fill[b] } }
+        if let fill, fill.count == elementSize, fill.contains(where: { $0 != 0 }), total > 0 {
+            // The pattern, then copies of what is filled so far (doubling).
+            out.replaceSubrange(0..<elementSize, with: fill)
+            var filled = elementSize
+            out.withUnsafeMutableBufferPointer { p in
+                while filled < total {
+                    let n = min(filled, total - filled)
+                    (p.baseAddress! + filled).update(from: p.baseAddress!, count: n)
+                    filled += n
+                }
+            }
         }
         switch storage {
         case .unsupported(let why):
