@@ -74,13 +74,14 @@ public struct ResidualBlock: Sendable {
     /// `parallelAttention` false runs attention heads on the calling thread (the caller already
     /// runs one batch slice per core).
     /// `trace`, when given, receives what the block wrote (for decomposition); it costs no extra work.
+    /// `attentionBias` is added to the scaled attention scores (Swin's windows).
     public func forward(_ x: Tensor, segments: [Segment], arch: TowerArchitecture, causal: Bool,
-                        queries: QueryRows = .all, parallelAttention: Bool = true,
+                        queries: QueryRows = .all, parallelAttention: Bool = true, attentionBias: AttentionBias? = nil,
                         trace: ((BlockTrace) -> Void)? = nil) -> Tensor {
         let h = Ops.layerNorm(x, weight: ln1Weight, bias: ln1Bias, eps: arch.layerNormEps)      // [S, D]
         let qkv = Ops.linear(h, weight: qkvWeight, bias: qkvBias)                               // [S, 3D]
         let attn = Ops.multiHeadAttention(qkv: qkv, segments: segments, heads: arch.heads, causal: causal,
-                                          queries: queries, parallel: parallelAttention)         // [R, D]
+                                          queries: queries, parallel: parallelAttention, bias: attentionBias) // [R, D]
         var y: Tensor                                                                            // [R, D]
         switch queries {
         case .all: y = x

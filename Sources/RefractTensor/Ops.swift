@@ -239,15 +239,35 @@ public enum QueryRows: Sendable, Equatable {
     case last
 }
 
+/// Additive attention scores (Swin's relative position bias and shifted-window mask):
+/// `values` is [groups, heads, n, n]; segment `s` (every segment `n` tokens long) adds group
+/// `s % groups` to its scaled scores before the softmax.
+public struct AttentionBias: Sendable {
+    public let values: [Float]
+    public let groups: Int
+    public let heads: Int
+    public let n: Int
+    public init(values: [Float], groups: Int, heads: Int, n: Int) {
+        precondition(values.count == groups * heads * n * n, "attention bias: \(values.count) values for [\(groups), \(heads), \(n), \(n)]")
+        self.values = values
+        self.groups = groups
+        self.heads = heads
+        self.n = n
+    }
+}
+
 extension Ops {
     /// Scaled dot-product attention for packed sequences, parallel over (segment, head).
     /// qkv: [S, 3D] with q | k | v blocks of width D, heads of width D/H inside each block.
     /// Returns [R, D] where R = S for `.all`, or one row per segment otherwise.
     /// With `parallel` false the tasks run one after another on the calling thread, with BLAS as it
     /// is set (for callers that already run one batch slice per core).
+    /// With `bias`, softmax(scale·q·kᵀ + bias) (every segment `bias.n` tokens long).
     public static func multiHeadAttention(qkv: Tensor, segments: [Segment], heads: Int, causal: Bool,
-                                          queries: QueryRows = .all, parallel: Bool = true) -> Tensor {
+                                          queries: QueryRows = .all, parallel: Bool = true,
+                                          bias: AttentionBias? = nil) -> Tensor {
         precondition(qkv.rank == 2 && qkv.shape[1] % 3 == 0)
+        if let bias { precondition(bias.heads == heads && segments.allSatisfy { $0.length == bias.n }, "attention bias shape") }
         let d = qkv.shape[1] / 3
         precondition(d % heads == 0, "attention: width \(d) not divisible by \(heads) heads")
         let dh = d / heads
@@ -287,7 +307,15 @@ extension Ops {
                     defer { scores.deallocate() }
                     BLAS.sgemm(.none, .transpose, m: nq, n: t, k: dh, a: q, lda: ld, b: k, ldb: ld,
                                c: scores, ldc: t)
-                    Kernels.softmaxRows(scores, rows: nq, cols: t, ld: t, scale: scale, causal: causal,
+                    if let bias {
+                        // scale·q·kᵀ + bias, then a plain softmax.
+                        let group = (task / heads) % bias.groups
+                        bias.values.withUnsafeBufferPointer { bp in
+                            let b = bp.baseAddress! + ((group * heads + h) * t + firstQuery) * t   // [nq, t]
+                            for i in 0..<(nq * t) { scores[i] = scores[i] * scale + b[i] }
+                        }
+                    }
+                    Kernels.softmaxRows(scores, rows: nq, cols: t, ld: t, scale: bias == nil ? scale : 1, causal: causal,
                                         rowOffset: firstQuery)
                     let o = o0 + outStart[task / heads] * d + h * dh         // [nq, dh] (ld D)
                     BLAS.sgemm(.none, .none, m: nq, n: dh, k: t, a: scores, lda: t, b: v, ldb: ld,

@@ -13,22 +13,19 @@ import RefractTensor
 /// The network of a timm checkpoint, by family.
 public enum TimmNetwork: Sendable {
     case vit(VisionTransformer)
+    case swin(SwinTransformer)
 
     public var featureWidth: Int {
         switch self {
         case .vit(let m): return m.config.width
+        case .swin(let m): return m.config.featureWidth
         }
     }
 
     public var numClasses: Int {
         switch self {
         case .vit(let m): return m.config.numClasses
-        }
-    }
-
-    var parameterCount: Int {
-        switch self {
-        case .vit(let m): return m.config.parameterCount
+        case .swin(let m): return m.config.numClasses
         }
     }
 }
@@ -62,19 +59,29 @@ public final class TimmModel: VisionModel {
         family = entry.family
         let args = ConfigObject(file: configURL.path, prefix: "model_args.",
                                 values: entry.arguments.merging(config.modelArgs.values) { $1 })
+        // Validated config → memory budget → read, each tensor's shape checked before its data is read.
+        let inputSize = config.inputSize
+        func checkInput(_ imageSize: Int) throws {
+            if imageSize != inputSize[1] {
+                throw ConfigValueError(file: configURL.path, key: "pretrained_cfg.input_size", value: "\(inputSize)",
+                                       allowed: "[3, \(imageSize), \(imageSize)] (the model's img_size; other sizes would need resampled position tables)")
+            }
+        }
         switch entry.family {
         case .vit:
             let c = try ViTConfig.resolve(args, config: config)
+            try checkInput(c.imageSize)
             try ModelMemoryBudget.check(parameters: c.parameterCount, configFile: configURL.path)
-            if c.imageSize != config.inputSize[1] {
-                throw ConfigValueError(file: configURL.path, key: "pretrained_cfg.input_size", value: "\(config.inputSize)",
-                                       allowed: "[3, \(c.imageSize), \(c.imageSize)] (the model's img_size; other sizes would need a resampled position embedding)")
-            }
             let loader = try location.makeTensorLoader()
             network = .vit(try VisionTransformer(source: loader, config: c))
             try loader.finish()
         case .swin:
-            throw UnsupportedArchitecture(file: configURL.path, architecture: config.architecture)
+            let c = try SwinConfig.resolve(args, config: config)
+            try checkInput(c.imageSize)
+            try ModelMemoryBudget.check(parameters: c.parameterCount, configFile: configURL.path)
+            let loader = try location.makeTensorLoader()
+            network = .swin(try SwinTransformer(source: loader, config: c))
+            try loader.finish()
         }
     }
 
@@ -84,6 +91,7 @@ public final class TimmModel: VisionModel {
     public func represent(pixels: [Tensor]) -> Tensor {
         switch network {
         case .vit(let m): return m(pixels)
+        case .swin(let m): return m(pixels)
         }
     }
 
@@ -91,6 +99,7 @@ public final class TimmModel: VisionModel {
     public func logits(_ features: Tensor) -> Tensor? {
         switch network {
         case .vit(let m): return m.logits(features)
+        case .swin(let m): return m.logits(features)
         }
     }
 

@@ -145,7 +145,7 @@ enum ViTKeys {
 }
 
 /// A source that supplies a zero qkv bias for models built with `qkv_bias: false`.
-private final class ZeroQKVBias: TensorSource {
+final class ZeroQKVBias: TensorSource {
     let base: TensorSource
     init(_ base: TensorSource) { self.base = base }
     func take(_ key: String, shape: [Int]) throws -> Tensor {

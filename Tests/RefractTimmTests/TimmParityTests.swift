@@ -14,6 +14,7 @@ enum TimmFixtures {
     static let directory = root.appendingPathComponent("timm", isDirectory: true)
     static let images = ["img0_40x32.png", "img1_32x48.png", "img2_64x64.png", "img3_33x31.png"]
     static let vits = ["deit-tiny", "dino-tiny", "dinov2-tiny", "dinov2-reg-tiny", "dinov2-f16-tiny"]
+    static let all = vits + ["swin-tiny"]
 
     static func model(_ name: String) throws -> TimmModel {
         let dir = directory.appendingPathComponent(name)
@@ -31,7 +32,7 @@ enum TimmFixtures {
 
 final class TimmParityTests: XCTestCase {
     func testLayoutIsDetectedFromTheConfig() throws {
-        for name in TimmFixtures.vits {
+        for name in TimmFixtures.all {
             XCTAssertEqual(try ModelLocation.detectLayout(in: TimmFixtures.directory.appendingPathComponent(name)), .timm, name)
         }
         // A CLIP directory with config.json is still transformers.
@@ -42,7 +43,7 @@ final class TimmParityTests: XCTestCase {
     /// bicubic or bilinear, centre crop, mean/std) against timm's own, within 1/255 and exact in practice.
     func testPreprocessingMatchesTimm() throws {
         let images = try TimmFixtures.decodedImages()
-        for name in TimmFixtures.vits {
+        for name in TimmFixtures.all {
             let model = try TimmFixtures.model(name)
             let ref = try TimmFixtures.expected(name, "pixels")                       // [4, 3, S, S]
             let per = ref.count / 4
@@ -64,7 +65,7 @@ final class TimmParityTests: XCTestCase {
 
     /// Pre-logits features and logits from timm's own pixels, within 1e-5 of timm (float32).
     func testForwardMatchesTimm() throws {
-        for name in TimmFixtures.vits {
+        for name in TimmFixtures.all {
             let model = try TimmFixtures.model(name)
             let pixels = try TimmFixtures.expected(name, "pixels")                     // [4, 3, S, S]
             let s = pixels.shape[2]
