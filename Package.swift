@@ -7,7 +7,7 @@ let package = Package(
     name: "Refract",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "Refract", targets: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan",
+        .library(name: "Refract", targets: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractStore", "RefractTextSpan",
                                            "RefractSegment", "RefractRetrieve", "RefractSpurious"]),
         .executable(name: "refract", targets: ["refract"]),
         .executable(name: "refract-bench", targets: ["refract-bench"]),
@@ -70,7 +70,7 @@ let package = Package(
         .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP"]),
         .executableTarget(
             name: "refract",
-            dependencies: ["RefractCLIP", "RefractDecompose", "RefractStore", "RefractTextSpan",
+            dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractStore", "RefractTextSpan",
                            "RefractSegment", "RefractRetrieve", "RefractSpurious",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),

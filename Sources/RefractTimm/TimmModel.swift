@@ -107,3 +107,26 @@ public final class TimmModel: VisionModel {
     /// e.g. ImageNet's for 1000 classes).
     public var labelNames: [String]? { config.labelNames }
 }
+
+/// One class from a classifier head: its index, logit and softmax probability.
+public struct HeadPrediction: Sendable, Equatable {
+    public var index: Int
+    public var logit: Float
+    public var probability: Float
+}
+
+public enum HeadPredictions {
+    /// The `topK` classes of each row of logits [N, C], by logit (ties by index), with the softmax
+    /// over all C classes (computed in Double, shifted by the row's maximum).
+    public static func top(logits: Tensor, topK: Int) -> [[HeadPrediction]] {
+        let c = logits.shape[1]
+        return (0..<logits.shape[0]).map { n in
+            let row = Array(logits.data[(n * c)..<((n + 1) * c)])
+            let m = row.max() ?? 0
+            let e = row.map { Foundation.exp(Double($0 - m)) }
+            let z = e.reduce(0, +)
+            let order = row.indices.sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
+            return order.prefix(topK).map { HeadPrediction(index: $0, logit: row[$0], probability: Float(e[$0] / z)) }
+        }
+    }
+}

@@ -46,7 +46,7 @@ struct Decompose: AsyncParsableCommand {
         guard let storage = StoreDType(rawValue: dtype) else { throw ValidationError("--dtype must be float32 or float16, not '\(dtype)'") }
         let dataset = try ImageDataset.load(paths)
         guard !dataset.images.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
-        let clip = try await modelOptions.load()
+        let clip = try await modelOptions.load(for: "decompose", why: "decomposes CLIP models only in this version (timm decomposition is the rest of issue 12)")
         var options = DecomposeRunOptions()
         options.convention = conv
         options.tokenLayers = try tokens.map { try LayerSelection.parse($0, layers: clip.architecture.vision.layers) } ?? []

@@ -4,9 +4,20 @@ import Foundation
 import RefractTensor
 
 enum Output {
-    struct Prediction: Codable { var `class`: String; var index: Int; var score: Float; var probability: Float }
+    /// One class of a classification: `score` (CLIP's cosine) or `logit` (a timm head's), whichever applies.
+    struct Prediction: Codable {
+        var `class`: String
+        var index: Int
+        var score: Float?
+        var logit: Float?
+        var probability: Float
+        init(class name: String, index: Int, score: Float? = nil, logit: Float? = nil, probability: Float) {
+            self.class = name; self.index = index; self.score = score; self.logit = logit; self.probability = probability
+        }
+    }
     struct ClassifyItem: Codable { var path: String; var predictions: [Prediction] }
-    struct ClassifyReport: Codable { var model: String; var templates: [String]; var results: [ClassifyItem] }
+    /// `templates` only for CLIP (zero-shot).
+    struct ClassifyReport: Codable { var model: String; var templates: [String]?; var results: [ClassifyItem] }
     struct EnvReport: Codable {
         var blasLibrary: String, blasCore: String, blasThreads: Int, blasConfig: String
         var cpu: CPUFeatures, blasCoreChoice: BLASCoreChoice

@@ -5,7 +5,9 @@ import Foundation
 import RefractCheckpoint
 import RefractCLIP
 import RefractImage
+import RefractSegment
 import RefractTensor
+import RefractTimm
 
 @main
 struct Refract: AsyncParsableCommand {
@@ -20,10 +22,10 @@ struct Refract: AsyncParsableCommand {
 // MARK: Shared options
 
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Model: a local directory (transformers or OpenCLIP layout) or a Hugging Face hub id such as openai/clip-vit-base-patch16 (found in, or downloaded into, the Hugging Face cache).")
+    @Option(name: .long, help: "Model: a local directory (transformers, OpenCLIP or timm layout) or a Hugging Face hub id such as openai/clip-vit-base-patch16 or timm/vit_base_patch14_dinov2.lvd142m (found in, or downloaded into, the Hugging Face cache).")
     var model: String
 
-    @Option(name: .long, help: "Prefer this layout when a directory holds both: transformers or openCLIP.")
+    @Option(name: .long, help: "Prefer this layout when a directory holds several: transformers, openCLIP or timm.")
     var layout: String?
 
     @Option(name: .long, help: "BLAS threads (default: OpenBLAS's own choice, all cores).")
@@ -31,28 +33,45 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws { try CountBounds.check("--threads", threads, CountBounds.threads) }
 
-    func load() async throws -> CLIP {
+    /// Where the checkpoint is (downloading it when needed), with BLAS set up.
+    func locate() async throws -> ModelLocation {
         try BLAS.load()
         if let threads { BLAS.setThreads(threads) }
         var options = ModelLocation.Options()
         if let layout {
             guard let l = ModelLayout(rawValue: layout) else {
-                throw ValidationError("--layout must be 'transformers' or 'openCLIP', not '\(layout)'")
+                throw ValidationError("--layout must be 'transformers', 'openCLIP' or 'timm', not '\(layout)'")
             }
             options.layout = l
         }
         options.progress = TerminalProgress.stderrReporter()
-        return try await CLIP.load(model, options: options)
+        return try await ModelLocation.resolve(model, options: options)
+    }
+
+    /// Any image model: CLIP (OpenCLIP or transformers) or timm.
+    func loadVisionModel() async throws -> any VisionModel {
+        let location = try await locate()
+        return location.layout == .timm ? try TimmModel(location: location) : try CLIP(location: location)
+    }
+
+    /// A CLIP model, for commands that work in CLIP's joint space (a timm model is refused, saying why).
+    func load(for command: String = "this command", why: String = "needs CLIP's text tower and joint space") async throws -> CLIP {
+        let location = try await locate()
+        guard location.layout != .timm else {
+            throw ValidationError("\(model) is a timm model, not CLIP: \(command) \(why) "
+                                  + "(embed-images and classify take timm models)")
+        }
+        return try CLIP(location: location)
     }
 }
 
 struct NormalizeFlag: ParsableArguments {
-    @Flag(inversion: .prefixedNo, help: "L2-normalise each embedding row (default: on). --no-normalize writes the raw projected features.")
-    var normalize = true
+    @Flag(inversion: .prefixedNo, help: "L2-normalise each row (default: on for CLIP embeddings, off for timm features, which are written as the model computes them).")
+    var normalize: Bool?
 
-    /// Writes the embeddings (normalised unless --no-normalize) as float32 .npy and says so on stderr.
-    func write(_ embeddings: Tensor, to output: String) throws {
-        let out = normalize ? Ops.l2Normalized(embeddings) : embeddings
+    /// Writes the rows (normalised when asked, else by the model's default) as float32 .npy and says so on stderr.
+    func write(_ embeddings: Tensor, to output: String, normalizeByDefault: Bool = true) throws {
+        let out = normalize ?? normalizeByDefault ? Ops.l2Normalized(embeddings) : embeddings
         try NPY.write(out, to: URL(fileURLWithPath: output))
         FileHandle.standardError.write(Data("wrote \(output) [\(out.shape.map(String.init).joined(separator: ", "))]\n".utf8))
     }
@@ -65,7 +84,9 @@ struct EmbedImages: AsyncParsableCommand {
         commandName: "embed-images",
         abstract: "Embed images into a float32 .npy [N, D'] (paths in order beside it, OUTPUT.paths.txt).",
         discussion: """
-        Folders are walked recursively for .jpg/.jpeg/.png files (hidden entries skipped), sorted by relative \
+        CLIP models write the image embedding (L2-normalised unless --no-normalize); timm models write the \
+        representation Refract decomposes, timm's pre-logits features (ViT family: the final norm at the class \
+        token; Swin: the final norm, then the mean over tokens), as computed unless --normalize. Folders are walked recursively for .jpg/.jpeg/.png files (hidden entries skipped), sorted by relative \
         path in Unicode code-point order; arguments keep their order. The list is written to OUTPUT.paths.txt, \
         one path per line, row i of the array belonging to line i. An unreadable image stops the run with its \
         path; nothing is written.
@@ -81,9 +102,9 @@ struct EmbedImages: AsyncParsableCommand {
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
         let files = try ImageListing.expand(paths)
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
-        let clip = try await modelOptions.load()
+        let model = try await modelOptions.loadVisionModel()
         let bar = ProgressBar(label: "images")
-        let embeddings = try clip.encodeImageFiles(files, batchSize: batchSize) { done in
+        let embeddings = try model.encodeImageFiles(files, batchSize: batchSize) { done in
             bar.update(done: done, total: files.count)
         }
         bar.finish()
@@ -91,7 +112,7 @@ struct EmbedImages: AsyncParsableCommand {
         // left beside a missing or older array (each file is written atomically).
         let list = Output.sidecar(URL(fileURLWithPath: output), "paths.txt")
         try Output.writeLines(files.map(\.path), to: list, what: "the image list")
-        do { try normalizeFlag.write(embeddings, to: output) } catch {
+        do { try normalizeFlag.write(embeddings, to: output, normalizeByDefault: model is CLIP) } catch {
             try? FileManager.default.removeItem(at: list)
             throw error
         }
@@ -112,7 +133,7 @@ struct EmbedTexts: AsyncParsableCommand {
 
     func run() async throws {
         let lines = try TextLists.readLines(URL(fileURLWithPath: texts))
-        let clip = try await modelOptions.load()
+        let clip = try await modelOptions.load(for: "embed-texts")
         let bar = ProgressBar(label: "texts")
         let e = try clip.encodeTextsChecked(lines, labels: lines.indices.map { "\(texts) line \($0 + 1)" }) {
             bar.update(done: $0, total: lines.count)
@@ -134,7 +155,7 @@ struct Tokenize: AsyncParsableCommand {
 
     func run() async throws {
         let lines = try TextLists.readLines(URL(fileURLWithPath: texts))
-        let clip = try await modelOptions.load()
+        let clip = try await modelOptions.load(for: "tokenize")
         let rows = clip.tokenize(lines)
         let ctx = clip.architecture.contextLength
         try NPY.write(.int64(shape: [rows.count, ctx], values: rows.flatMap { $0.map(Int64.init) }),
@@ -147,16 +168,18 @@ struct Tokenize: AsyncParsableCommand {
 
 struct Classify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Zero-shot classification of images against class names.",
+        abstract: "Classify images: zero-shot against class names (CLIP), or with the checkpoint's own head (timm).",
         discussion: """
-        Each class is embedded with every template ("{}" replaced by the class name), each embedding \
+        CLIP: each class is embedded with every template ("{}" replaced by the class name), each embedding \
         L2-normalised, averaged and renormalised. Scores are cosine similarities; probabilities are the \
-        softmax of the scores times exp(logit_scale) of the checkpoint. Default template: "a photo of a {}."
+        softmax of the scores times exp(logit_scale) of the checkpoint. Default template: "a photo of a {}." \
+        timm models with a classifier head (DeiT, Swin, ...): probabilities are the softmax of the head's logits; \
+        class names come from --classes, else the checkpoint's label_names, else ImageNet's for 1000 classes.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(name: .long, help: "Class names, one per line.") var classes: String
-    @Option(name: .long, help: "Templates with {} for the class name, one per line.") var templates: String?
+    @Option(name: .long, help: "Class names, one per line (CLIP: required; timm: names of the head's outputs in order).") var classes: String?
+    @Option(name: .long, help: "Templates with {} for the class name, one per line (CLIP only).") var templates: String?
     @Option(name: .long, help: "How many classes to show per image.") var topK = 5
     @Option(name: .long, help: "Images per forward pass.") var batchSize = 8
     @Flag(name: .long, help: "Print JSON instead of text.") var json = false
@@ -165,32 +188,65 @@ struct Classify: AsyncParsableCommand {
     func run() async throws {
         try CountBounds.check("--top-k", topK, CountBounds.top)
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
-        let classNames = try TextLists.readLines(URL(fileURLWithPath: classes), what: "class name")
-        let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
-            ?? ZeroShotClassifier.defaultTemplates
+        let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
         let files = try ImageListing.expand(paths)
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
-        let clip = try await modelOptions.load()
-        let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
+        let model = try await modelOptions.loadVisionModel()
         let bar = ProgressBar(label: "images")
-        let embeddings = try clip.encodeImageFiles(files, batchSize: batchSize) { bar.update(done: $0, total: files.count) }
-        bar.finish()
-        let results = classifier.predict(embeddings, logitScale: clip.logitScale, topK: topK)
-        if json {
-            let items = zip(files, results).map { file, preds in
-                Output.ClassifyItem(path: file.path, predictions: preds.map {
-                    .init(class: $0.className, index: $0.index, score: $0.score, probability: $0.probability)
-                })
+        let results: [[Output.Prediction]]
+        var templateList: [String]?
+        if let clip = model as? CLIP {
+            guard let classNames else { throw ValidationError("--classes is required for a CLIP model (zero-shot class names)") }
+            let chosen = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) } ?? ZeroShotClassifier.defaultTemplates
+            templateList = chosen
+            let classifier = try clip.zeroShotClassifier(classes: classNames, templates: chosen)
+            let embeddings = try clip.encodeImageFiles(files, batchSize: batchSize) { bar.update(done: $0, total: files.count) }
+            results = classifier.predict(embeddings, logitScale: clip.logitScale, topK: topK).map { preds in
+                preds.map { .init(class: $0.className, index: $0.index, score: $0.score, probability: $0.probability) }
             }
-            print(try Output.json(Output.ClassifyReport(model: clip.id, templates: templateList, results: items)))
+        } else if let timm = model as? TimmModel {
+            if templates != nil { throw ValidationError("--templates applies to CLIP models; \(timm.id) classifies with its own head") }
+            let features = try timm.encodeImageFiles(files, batchSize: batchSize) { bar.update(done: $0, total: files.count) }
+            guard let logits = timm.logits(features) else {
+                throw ValidationError("\(timm.id) has no classifier head (num_classes 0): embed its features with embed-images instead")
+            }
+            let names = try TimmClassNames.resolve(given: classNames, givenFile: classes, model: timm)
+            results = HeadPredictions.top(logits: logits, topK: topK).map { preds in
+                preds.map { .init(class: names[$0.index], index: $0.index, logit: $0.logit, probability: $0.probability) }
+            }
+        } else {
+            throw ValidationError("\(modelOptions.model): unsupported model kind")
+        }
+        bar.finish()
+        if json {
+            let items = zip(files, results).map { Output.ClassifyItem(path: $0.path, predictions: $1) }
+            print(try Output.json(Output.ClassifyReport(model: model.id, templates: templateList, results: items)))
         } else {
             for (file, preds) in zip(files, results) {
                 print(file.path)
                 for p in preds {
-                    print(String(format: "  %6.2f%%  %@  (cosine %.4f)", Double(p.probability * 100), p.className, Double(p.score)))
+                    let detail = p.score.map { String(format: "cosine %.4f", Double($0)) } ?? String(format: "logit %.4f", Double(p.logit ?? 0))
+                    print(String(format: "  %6.2f%%  %@  (%@)", Double(p.probability * 100), p.class, detail))
                 }
             }
         }
+    }
+}
+
+/// Names of a timm head's outputs: `--classes`, else the checkpoint's `label_names`, else
+/// ImageNet's (bundled) for a 1000-way head, else "class N".
+enum TimmClassNames {
+    static func resolve(given: [String]?, givenFile: String?, model: TimmModel) throws -> [String] {
+        let n = model.network.numClasses
+        if let given {
+            guard given.count == n else {
+                throw ValidationError("\(givenFile ?? "--classes") lists \(given.count) class names, but \(model.id)'s head has \(n) outputs")
+            }
+            return given
+        }
+        if let labels = model.labelNames, labels.count == n { return labels }
+        if n == 1000 { return try SegmentText.imagenetClasses() }
+        return (0..<n).map { "class \($0)" }
     }
 }
 

@@ -51,7 +51,7 @@ struct HeatmapCommand: AsyncParsableCommand {
         let urls = images.map { URL(fileURLWithPath: $0) }
         _ = try HeatmapRun.stems(urls)
         let contrastPool = try contrast.map { try DescriptionPool.load(URL(fileURLWithPath: $0)) }
-        let clip = try await modelOptions.load()
+        let clip = try await modelOptions.load(for: "heatmap")
         let nl = clip.architecture.vision.layers, nh = clip.architecture.vision.heads
         if let heads {
             options.heads = try HeadSet(layers: nl, heads: nh,
@@ -119,7 +119,7 @@ struct SegmentCommand: AsyncParsableCommand {
         let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
             ?? SegmentText.imagenetClasses()
         let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) } ?? SegmentText.imagenetTemplates()
-        let clip = try await modelOptions.load()
+        let clip = try await modelOptions.load(for: "segment")
         let hash = try clip.weightsSHA256()
         let textBar = ProgressBar(label: "class prompts")
         let classifier = try SegmentText.classifier(classes: classNames, templates: templateList, model: clip, weightsSHA256: hash,
