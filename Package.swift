@@ -53,7 +53,7 @@ let package = Package(
         // PNG charts (line plots) drawn in memory and written with libpng.
         .target(name: "RefractPlot", dependencies: ["RefractImage"]),
         // Exact direct-effect decomposition (generic pass + model definitions), dataset runs, mean ablation.
-        .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractCheckpoint", "RefractStore", "RefractPlot"]),
+        .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractTimm", "RefractCheckpoint", "RefractStore", "RefractPlot"]),
         // TextSpan: greedy text descriptions of head contributions, description pools and text-embedding cache, reports.
         .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP"]),
         // zlib (Debian: zlib1g-dev; in the macOS SDK), for HDF5's deflate filter.

@@ -97,7 +97,7 @@ public struct ResidualBlock: Sendable {
         var mlp = Ops.linear(m, weight: fc2Weight, bias: fc2Bias)                               // [R, D]
         if let layerScale2 { Ops.scaleColumns(&mlp, layerScale2) }
         Ops.addInPlace(&y, mlp)
-        trace?(BlockTrace(qkv: qkv, heads: attn, mlp: mlp))
+        trace?(BlockTrace(input: x, qkv: qkv, heads: attn, mlp: mlp))
         return y
     }
 }
@@ -105,6 +105,8 @@ public struct ResidualBlock: Sendable {
 /// What one residual block computed, for the decomposition pass. Row `r` of `heads` and `mlp` is the
 /// r-th computed query row (every row for `.all`, one per segment otherwise).
 public struct BlockTrace: Sendable {
+    /// The block's input x (the true residual stream): [S, D].
+    public var input: Tensor
     /// ln_1(x)·W_qkv + b_qkv: [S, 3D], q | k | v blocks, heads of width D/H inside each.
     public var qkv: Tensor
     /// Attention output before the out-projection: [R, D], head h in columns h·dh ..< (h+1)·dh.

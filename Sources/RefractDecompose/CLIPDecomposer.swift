@@ -35,6 +35,10 @@ public final class CLIPDecomposer: Sendable {
     /// `attn_token_sum` [T, D'] (heatmaps, segmentation) without materialising `attn_tokens`.
     public init(tower: CLIPVisionTower, convention: DecompositionConvention = .faithful, tokenLayers: [Int] = [],
                 tokenSumHeads: HeadSet? = nil) throws {
+        guard convention != .balasubramanian2024 else {
+            throw Error(message: "balasubramanian2024 is the convention of Balasubramanian et al.'s code for timm models; "
+                        + "CLIP runs use faithful or gandelsman2024")
+        }
         let arch = tower.arch
         let layers = arch.vision.layers
         let sortedTokenLayers = Array(Set(tokenLayers)).sorted()

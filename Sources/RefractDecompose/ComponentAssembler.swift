@@ -29,6 +29,8 @@ struct ComponentAssembler {
         case .faithful:
             scales = frames.map { Float($0.scale) }
             constants = frames.map { $0.constant.map(Float.init) }
+        case .balasubramanian2024:
+            preconditionFailure("balasubramanian2024 is the timm decomposition's convention (checked by CLIPDecomposer.init)")
         case .gandelsman2024:
             scales = zip(frames, norms).map { Float($0.scale / Double($1)) }
             constants = zip(frames, norms).map { f, n in

@@ -26,6 +26,11 @@ public enum DecompositionConvention: String, Sendable, Codable, CaseIterable {
     /// out-projection bias over that layer's (token, head) terms; everything is divided by the
     /// embedding's norm, so the components sum to the L2-normalised embedding.
     case gandelsman2024
+    /// Balasubramanian et al.'s official code (timm models): every bias and LayerNorm constant split
+    /// equally over the components present at its op; every linearised LayerNorm (the final norm,
+    /// Swin's patch merges, the attention value path) with the unbiased std and eps 1e-5, so the
+    /// components sum to the representation only approximately (about 1/(2D) relative per LayerNorm).
+    case balasubramanian2024
 }
 
 /// One step of reading the representation out of the final residual stream [T, D].

@@ -211,7 +211,7 @@ public struct WindowLayout: Sendable {
     }
 
     /// Rows of a batch [B·R², ·] in grid order → window order (`inverse` false) or back.
-    func reorder(_ x: Tensor, images: Int, inverse: Bool = false) -> Tensor {
+    public func reorder(_ x: Tensor, images: Int, inverse: Bool = false) -> Tensor {
         let map = inverse ? position : source
         let per = resolution * resolution
         var rows = [Int](repeating: 0, count: images * per)
@@ -219,7 +219,7 @@ public struct WindowLayout: Sendable {
         return Ops.gatherRows(x, rows)
     }
 
-    func segments(images: Int) -> [Segment] {
+    public func segments(images: Int) -> [Segment] {
         let n = window * window
         return (0..<(images * windows)).map { Segment(start: $0 * n, length: n) }
     }
@@ -313,15 +313,19 @@ public struct SwinTransformer: Sendable {
     }
 
     /// The final stream [B·R², C_last] in grid order. `trace(stage, block, writes)` sees what every
-    /// block wrote, in that block's window order (`stages[s].windows[b].source`).
+    /// block wrote, in that block's window order (`stages[s].windows[b].source`); `merged(stage, x)`
+    /// sees each patch merge's gathered input [B·R², 4C] (grid order of the merged stage) before its
+    /// LayerNorm.
     public func residualStream(_ images: [Tensor], parallelAttention: Bool = true,
-                               trace: ((Int, Int, BlockTrace) -> Void)? = nil) -> Tensor {
+                               trace: ((Int, Int, BlockTrace) -> Void)? = nil,
+                               merged: ((Int, Tensor) -> Void)? = nil) -> Tensor {
         let c = config
         var x = embed(images)                                                                      // [B·R², C]
         for (s, stage) in stages.enumerated() {
             if let mergeNorm = stage.mergeNorm, let reduction = stage.mergeReduction {
-                let merged = Self.mergeGather(x, images: images.count, resolution: c.resolution(stage: s - 1))   // [B·R², 4C]
-                let normed = Ops.layerNorm(merged, weight: mergeNorm.weight, bias: mergeNorm.bias, eps: c.layerNormEps)
+                let gathered = Self.mergeGather(x, images: images.count, resolution: c.resolution(stage: s - 1))   // [B·R², 4C]
+                merged?(s, gathered)
+                let normed = Ops.layerNorm(gathered, weight: mergeNorm.weight, bias: mergeNorm.bias, eps: c.layerNormEps)
                 x = Ops.linear(normed, weight: reduction, bias: nil)                               // [B·R², 2C]
             }
             for (b, block) in stage.blocks.enumerated() {

@@ -1,0 +1,325 @@
+// MARK: - Decomposition of timm models (ViT family and Swin)
+//
+// The representation (timm's pre-logits) written as a sum of named components: `init` (the stream
+// entering the first decomposed block), every attention head and MLP of every decomposed block,
+// and the constants on the path (faithful). Without autograd: one true forward pass with traces,
+// then every component is carried to the representation through the path after it, which is
+// linear once the LayerNorm statistics are frozen at the true pass.
+//
+// The path. A stage's stream [T_s, C_s] reaches the representation [D'] as
+//
+//     r = Σ_t w_s[t] · c[t] · M_{s, k_s(t)}
+//
+// with a per-image scalar weight per token (products of 1/σ of the LayerNorms on the way and the
+// pooling's 1/T; zero for tokens the read-out never sees, such as a ViT's patches under class-token
+// pooling) and a per-model matrix per token class (Swin: which of the 2×2 positions of every later
+// patch merge the token takes; ViT: one class). M holds the gains, the patch merges' reductions
+// and (faithful) every LayerNorm's centring of the component by its own mean. So a head's term is
+// Σ_k (Σ_{t: k(t)=k} w[t] · o_h[t]) · (W_O,hᵀ · diag(γ1) · M_k): per-class weighted sums of its
+// value-space output, then one small product per class.
+//
+// Conventions (docs/Decomposition.md):
+// * faithful: each LayerNorm applied to each component with the true input's statistics (biased
+//   variance, the model's eps), centred by its own mean; constants (out-projection biases, merge
+//   LayerNorm β through the reduction, the final β) are components of their own. Exact.
+// * balasubramanian2024: the official code's numbers (beyond-clip.md §1.2): no per-component
+//   centring; every linearised LayerNorm uses the unbiased std and eps 1e-5 and adds
+//   (β − γμ/σ̂)/n to each of the n leaves present; the attention value path uses that LayerNorm
+//   too (V from LN*(x)); each head carries b_O/H; LayerScale multiplies everything of its term.
+
+import Foundation
+import RefractCLIP
+import RefractTensor
+import RefractTimm
+
+public struct TimmDecompositionError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// The components of a batch: values [B, C, D'] in `components` order, the representation
+/// [B, D'], and the per-token terms of the chosen blocks.
+public struct TimmDecompositionBatch: Sendable {
+    public let components: [ComponentInfo]
+    public var values: Tensor
+    public var representation: Tensor
+    /// Per chosen block: ViT [B, H, T, D'] (tokens in the model's order: class, registers, patches);
+    /// Swin [B, H, R, R, D'] on the stage's real token grid (windows and shift undone).
+    public var tokens: [Int: Tensor]
+
+    public var count: Int { representation.shape[0] }
+
+    /// Σ over components, [B, D'].
+    public func sum() -> Tensor {
+        let b = count, c = components.count, d = representation.shape[1]
+        var out = [Float](repeating: 0, count: b * d)
+        for i in 0..<b { for k in 0..<c { for j in 0..<d { out[i * d + j] += values.data[(i * c + k) * d + j] } } }
+        return Tensor(shape: [b, d], data: out)
+    }
+}
+
+/// One decomposed block as the decomposition sees it.
+struct BlockSite {
+    var index: Int            // flat, 0-based from the input
+    var stage: Int
+    var blockInStage: Int
+    var heads: Int
+    var width: Int
+    var module: String        // "blocks.3" / "layers.2.blocks.1"
+    var block: ResidualBlock
+}
+
+public final class TimmDecomposer: Sendable {
+    public let model: TimmModel
+    public let convention: DecompositionConvention
+    public let fromBlock: Int
+    public let tokenBlocks: [Int]
+    public let components: [ComponentInfo]
+    let sites: [BlockSite]
+    let paths: StagePaths
+    /// Per decomposed block (index into `sites`), per class: W_O,ᵀ·diag(γ1)·M_{s,k} [C, D'].
+    let headMaps: [[Tensor]]
+    /// Position of each component in the output (official order for balasubramanian2024).
+    let slot: [String: Int]
+
+    public init(model: TimmModel, convention: DecompositionConvention = .faithful, fromBlock: Int = 0, tokenBlocks: [Int] = []) throws {
+        guard convention != .gandelsman2024 else {
+            throw TimmDecompositionError(message: "gandelsman2024 is the convention of Gandelsman et al.'s CLIP code; timm runs use faithful or balasubramanian2024")
+        }
+        self.model = model
+        self.convention = convention
+        let sites = Self.sites(model)
+        guard (0..<sites.count).contains(fromBlock) else {
+            throw TimmDecompositionError(message: "--from-block \(fromBlock) does not exist: \(model.id) has blocks 0...\(sites.count - 1)")
+        }
+        let chosen = Array(Set(tokenBlocks)).sorted()
+        if let bad = chosen.first(where: { $0 < fromBlock || $0 >= sites.count }) {
+            throw TimmDecompositionError(message: "token block \(bad) is not decomposed: blocks \(fromBlock)...\(sites.count - 1) are")
+        }
+        if convention == .balasubramanian2024 {
+            if case .vit(let vit) = model.network, vit.config.globalPool != "token" {
+                throw TimmDecompositionError(message: "balasubramanian2024 is defined for class-token models (the official code's); \(model.id) pools by average")
+            }
+            if !chosen.isEmpty {
+                throw TimmDecompositionError(message: "per-token terms are computed in the faithful convention only (the official code's token split "
+                                             + "reshares every bias over tokens and misplaces Swin's windows)")
+            }
+        }
+        if case .vit(let vit) = model.network, vit.config.globalPool != "token", !chosen.isEmpty {
+            throw TimmDecompositionError(message: "per-token terms are defined for the class-token read-out; \(model.id) pools by average")
+        }
+        self.fromBlock = fromBlock
+        self.tokenBlocks = chosen
+        self.sites = sites
+        let paths = try StagePaths(model: model, convention: convention, firstStage: sites[fromBlock].stage)
+        self.paths = paths
+        headMaps = sites.map { site in
+            guard site.index >= fromBlock else { return [] }
+            var wo = Ops.transposed(site.block.outWeight)                                  // [C, C]
+            if let g = site.block.layerScale1 {
+                // W_Oᵀ·diag(γ1): column j of W_Oᵀ scaled by γ1[j].
+                Ops.scaleColumns(&wo, g)
+            }
+            return paths.maps[site.stage].map { Ops.matmul(wo, $0) }                       // [C, D'] per class
+        }
+        (components, slot) = Self.components(sites: sites, from: fromBlock, convention: convention, model: model)
+    }
+
+    /// The blocks of a model, flattened (Swin stage by stage).
+    static func sites(_ model: TimmModel) -> [BlockSite] {
+        switch model.network {
+        case .vit(let m):
+            return m.blocks.enumerated().map {
+                BlockSite(index: $0.offset, stage: 0, blockInStage: $0.offset, heads: m.config.tower.heads, width: m.config.width,
+                          module: "blocks.\($0.offset)", block: $0.element)
+            }
+        case .swin(let m):
+            var out: [BlockSite] = []
+            for (s, stage) in m.stages.enumerated() {
+                for (b, block) in stage.blocks.enumerated() {
+                    out.append(BlockSite(index: out.count, stage: s, blockInStage: b, heads: m.config.heads[s],
+                                         width: m.config.width(stage: s), module: "layers.\(s).blocks.\(b)", block: block))
+                }
+            }
+            return out
+        }
+    }
+
+    /// The component list, in Refract's order, and each name's output slot (the official sorted
+    /// order for balasubramanian2024).
+    static func components(sites: [BlockSite], from start: Int, convention: DecompositionConvention, model: TimmModel)
+        -> ([ComponentInfo], [String: Int]) {
+        let faithful = convention == .faithful
+        let total = sites.count - start
+        var list = [ComponentInfo(name: "init", official: "init", kind: .`init`, block: start, stage: sites[start].stage,
+                                  blockInStage: sites[start].blockInStage)]
+        for site in sites[start...] {
+            if faithful, site.blockInStage == 0, site.stage > sites[start].stage {
+                list.append(ComponentInfo(name: "merge_bias.\(site.stage)", official: nil, kind: .mergeBias, stage: site.stage,
+                                          module: "layers.\(site.stage).downsample.norm.bias"))
+            }
+            let layer = ComponentInfo.officialLayer(block: site.index - start, total: total)
+            let attn = "\(site.module).attn"
+            for h in 0..<site.heads {
+                list.append(ComponentInfo(name: "attn.\(site.index).\(h)", official: "\(layer), attn_head:\(String(format: "%02d", h))",
+                                          kind: .head, block: site.index, stage: site.stage, blockInStage: site.blockInStage,
+                                          head: h, module: attn))
+            }
+            if faithful {
+                list.append(ComponentInfo(name: "attn_bias.\(site.index)", official: nil, kind: .attnBias, block: site.index,
+                                          stage: site.stage, blockInStage: site.blockInStage, module: "\(attn).proj.bias"))
+            }
+            list.append(ComponentInfo(name: "mlp.\(site.index)", official: "\(layer), mlp", kind: .mlp, block: site.index,
+                                      stage: site.stage, blockInStage: site.blockInStage, module: "\(site.module).mlp"))
+        }
+        if faithful {
+            let norm: String
+            if case .vit(let m) = model.network, m.config.fcNorm { norm = "fc_norm.bias" } else { norm = "norm.bias" }
+            list.append(ComponentInfo(name: "readout_bias", official: nil, kind: .readoutBias, module: norm))
+            return (list, Dictionary(uniqueKeysWithValues: list.enumerated().map { ($1.name, $0) }))
+        }
+        // The official code stacks its dict in sorted key order.
+        let ordered = list.sorted { $0.official! < $1.official! }
+        return (ordered, Dictionary(uniqueKeysWithValues: ordered.enumerated().map { ($1.name, $0) }))
+    }
+
+    // MARK: Decomposing
+
+    /// Decomposes preprocessed images [3, S, S]. Batches are split into one slice per core.
+    public func callAsFunction(_ images: [Tensor]) -> TimmDecompositionBatch {
+        if images.count <= 1 || BLAS.threads <= 1 { return decompose(images, parallelAttention: true) }
+        let slots = TimmSliceResults()
+        BLAS.forEachSlice(count: images.count) { range in
+            slots.set(range.lowerBound, self.decompose(Array(images[range]), parallelAttention: false))
+        }
+        return TimmDecompositionBatch.concatenate(slots.values)
+    }
+
+    /// What the pass keeps of a decomposed block, per image, with rows in grid order.
+    struct Record {
+        /// Head outputs before the out-projection [B·T, C] (balasubramanian2024: from V of LN*(x)).
+        var heads: Tensor
+        var mlp: Tensor                   // [B·T, C] (LayerScale included)
+        var input: Tensor?                // [B·T, C], the start block only
+        var tokenTerms: TokenTerms?       // chosen blocks only
+    }
+
+    func decompose(_ images: [Tensor], parallelAttention: Bool) -> TimmDecompositionBatch {
+        let b = images.count
+        var records = [Record?](repeating: nil, count: sites.count)
+        var merges: [Int: Tensor] = [:]
+        let representation: Tensor
+        let final: Tensor
+        let wantTokens = Set(tokenBlocks)
+        switch model.network {
+        case .vit(let vit):
+            let t = vit.config.tokens
+            let tokenPool = vit.config.globalPool == "token"
+            // Class-token pooling reads only the class rows: keep those ([B, C]); average pooling keeps every row.
+            let keep = { (x: Tensor) -> Tensor in
+                if !tokenPool { return x }
+                return x.shape[0] == b ? x : Ops.gatherRows(x, (0..<b).map { $0 * t })
+            }
+            let (_, stream) = vit.residualStream(images, parallelAttention: parallelAttention) { layer, trace in
+                guard layer >= self.fromBlock else { return }
+                let site = self.sites[layer]
+                let heads = self.convention == .balasubramanian2024
+                    ? self.officialHeads(trace, site: site, layout: nil, images: b, tokens: t, classOnly: true)
+                    : trace.heads
+                records[layer] = Record(heads: keep(heads), mlp: keep(trace.mlp),
+                                        input: layer == self.fromBlock ? keep(trace.input) : nil,
+                                        tokenTerms: wantTokens.contains(layer)
+                                            ? TokenTerms.classQuery(qkv: trace.qkv, heads: site.heads, images: b, tokens: t) : nil)
+            }
+            final = stream
+            representation = vit.readout(stream, images: b)
+        case .swin(let swin):
+            let stream = swin.residualStream(images, parallelAttention: parallelAttention, trace: { s, blockInStage, trace in
+                let layer = self.sites.firstIndex { $0.stage == s && $0.blockInStage == blockInStage }!
+                guard layer >= self.fromBlock else { return }
+                let site = self.sites[layer]
+                let layout = swin.stages[s].windows[blockInStage]
+                let heads = self.convention == .balasubramanian2024
+                    ? self.officialHeads(trace, site: site, layout: layout, images: b, tokens: layout.resolution * layout.resolution, classOnly: false)
+                    : trace.heads
+                records[layer] = Record(heads: layout.reorder(heads, images: b, inverse: true),
+                                        mlp: layout.reorder(trace.mlp, images: b, inverse: true),
+                                        input: layer == self.fromBlock ? layout.reorder(trace.input, images: b, inverse: true) : nil,
+                                        tokenTerms: wantTokens.contains(layer) ? .windows(qkv: trace.qkv, layout: layout) : nil)
+            }, merged: { s, gathered in merges[s] = gathered })
+            final = stream
+            representation = swin.readout(stream, images: b)
+        }
+        let frozen = paths.freeze(final: final, merges: merges, images: b)
+        return assemble(records: records, frozen: frozen, representation: representation, images: b)
+    }
+
+    /// The official head outputs: A_h · V̂_h with V̂ from LN*(x) = γ1 ⊙ (x − μ)/sqrt(std_unbiased² + 1e-5) + β1.
+    /// Per key token j, V̂[j] = α_j · (V[j] − c0) + c0 with α_j = σ_j/σ̂_j and c0 = β1·W_vᵀ + b_v, so
+    /// A·V̂ = A·(α ⊙ (V − c0)) + c0 (attention rows sum to one). Rows as computed by the block.
+    func officialHeads(_ trace: BlockTrace, site: BlockSite, layout: WindowLayout?, images: Int, tokens t: Int, classOnly: Bool) -> Tensor {
+        let c = site.width, h = site.heads, dh = c / h, ld = 3 * c
+        let eps = Double(paths.modelEps)
+        // α per key row of the block's input (its order: grid for ViT, window order for Swin).
+        let rows = trace.input.shape[0]
+        var alpha = [Float](repeating: 0, count: rows)
+        trace.input.data.withUnsafeBufferPointer { x in
+            for r in 0..<rows {
+                var mean = 0.0, sq = 0.0
+                for j in 0..<c { mean += Double(x[r * c + j]) }
+                mean /= Double(c)
+                for j in 0..<c { let d = Double(x[r * c + j]) - mean; sq += d * d }
+                let sigma = (sq / Double(c) + eps).squareRoot()
+                let sigmaHat = (sq / Double(c - 1) + 1e-5).squareRoot()
+                alpha[r] = Float(sigma / sigmaHat)
+            }
+        }
+        // c0 = β1·W_vᵀ + b_v.
+        let wv = Tensor(shape: [c, c], data: Array(site.block.qkvWeight.data[(2 * c * c)..<(3 * c * c)]))
+        var c0 = Ops.linear(site.block.ln1Bias.reshaped([1, c]), weight: wv, bias: nil).data
+        for j in 0..<c { c0[j] += site.block.qkvBias.data[2 * c + j] }
+        // V − c0, scaled by α, in a copy of qkv (only the V block changes).
+        var scaled = trace.qkv
+        scaled.data.withUnsafeMutableBufferPointer { q in
+            for r in 0..<rows { for j in 0..<c { q[r * ld + 2 * c + j] = alpha[r] * (q[r * ld + 2 * c + j] - c0[j]) } }
+        }
+        let segments: [Segment]
+        let queries: QueryRows
+        if let layout {
+            segments = layout.segments(images: images)
+            queries = .all
+        } else {
+            segments = (0..<images).map { Segment(start: $0 * t, length: t) }
+            queries = classOnly ? .first : .all
+        }
+        var out = Ops.multiHeadAttention(qkv: scaled, segments: segments, heads: h, causal: false, queries: queries,
+                                         parallel: false, bias: layout?.bias)                 // [R, C]
+        out.data.withUnsafeMutableBufferPointer { o in
+            for r in 0..<(o.count / c) { for j in 0..<c { o[r * c + j] += c0[j] } }
+        }
+        precondition(dh * h == c)
+        return out
+    }
+}
+
+/// Results of the batch slices, ordered by their first image.
+final class TimmSliceResults: @unchecked Sendable {
+    private var slots: [Int: TimmDecompositionBatch] = [:]
+    private let lock = NSLock()
+    func set(_ first: Int, _ v: TimmDecompositionBatch) { lock.lock(); slots[first] = v; lock.unlock() }
+    var values: [TimmDecompositionBatch] { slots.keys.sorted().map { slots[$0]! } }
+}
+
+extension TimmDecompositionBatch {
+    static func concatenate(_ parts: [TimmDecompositionBatch]) -> TimmDecompositionBatch {
+        guard var first = parts.first else { preconditionFailure("no parts") }
+        if parts.count == 1 { return first }
+        func cat(_ xs: [Tensor]) -> Tensor {
+            Tensor(shape: [xs.reduce(0) { $0 + $1.shape[0] }] + Array(xs[0].shape.dropFirst()), data: xs.flatMap(\.data))
+        }
+        first.values = cat(parts.map(\.values))
+        first.representation = cat(parts.map(\.representation))
+        for key in first.tokens.keys { first.tokens[key] = cat(parts.map { $0.tokens[key]! }) }
+        return first
+    }
+}

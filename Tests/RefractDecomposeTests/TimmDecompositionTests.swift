@@ -1,0 +1,114 @@
+import Foundation
+import RefractCheckpoint
+import RefractDecompose
+import RefractTensor
+import RefractTestSupport
+import RefractTimm
+import XCTest
+
+/// The timm decomposition against Tests/Fixtures/timm (scripts/fixtures/timm_models.py): faithful
+/// components and per-token terms computed independently in float64, and the official code of
+/// Balasubramanian et al. (vit-decompose bc54e2d) run on the same tiny models.
+final class TimmDecompositionTests: XCTestCase {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/timm", isDirectory: true)
+    static let models = ["deit-tiny", "dino-tiny", "dinov2-tiny", "dinov2-reg-tiny", "dinov2-f16-tiny", "swin-tiny"]
+
+    struct ComponentsFile: Decodable {
+        struct Entry: Decodable { var name: String; var official: String? }
+        var components: [Entry]
+        var from_block: Int
+    }
+
+    static func model(_ name: String) throws -> TimmModel {
+        let dir = directory.appendingPathComponent(name)
+        return try TimmModel(location: ModelLocation(directory: dir, layout: .timm, modelId: name))
+    }
+
+    static func expected(_ path: String) throws -> Tensor {
+        try NPY.read(directory.appendingPathComponent("expected/\(path)")).tensor
+    }
+
+    /// The fixture's pixels, so that only the decomposition is compared.
+    static func pixels(_ name: String) throws -> [Tensor] {
+        let p = try expected("\(name)/pixels.npy")
+        let s = p.shape[2], per = 3 * s * s
+        return (0..<p.shape[0]).map { Tensor(shape: [3, s, s], data: Array(p.data[($0 * per)..<(($0 + 1) * per)])) }
+    }
+
+    static func starts(_ name: String, _ convention: String) throws -> [Int] {
+        try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("expected/\(name)/\(convention)").path)
+            .filter { $0.hasPrefix("from") }.compactMap { Int($0.dropFirst(4)) }.sorted()
+    }
+
+    func compare(_ name: String, convention: DecompositionConvention, folder: String) throws {
+        let model = try Self.model(name)
+        let pixels = try Self.pixels(name)
+        let starts = try Self.starts(name, folder)
+        XCTAssertFalse(starts.isEmpty, name)
+        for start in starts {
+            let base = "\(name)/\(folder)/from\(start)"
+            let file = try JSONDecoder().decode(ComponentsFile.self,
+                                                from: Data(contentsOf: Self.directory.appendingPathComponent("expected/\(base)/components.json")))
+            let decomposer = try TimmDecomposer(model: model, convention: convention, fromBlock: start)
+            // Names and order: Refract's names, and the official names in the official order.
+            XCTAssertEqual(decomposer.components.map(\.name), file.components.map(\.name), base)
+            XCTAssertEqual(decomposer.components.map(\.official), file.components.map(\.official), base)
+            let batch = decomposer(pixels)
+            let ref = try Self.expected("\(base)/components.npy")                         // [N, C, D]
+            let n = ref.shape[0], c = ref.shape[1], d = ref.shape[2]
+            // Each component row against its reference, with the tolerance scaled to the representation.
+            let got = batch.values.reshaped([n * c, d]), want = ref.reshaped([n * c, d])
+            let scale = try Self.expected("\(name)/features.npy").data.map(abs).max()!
+            var worst: Float = 0
+            for i in 0..<(n * c * d) { worst = max(worst, abs(got.data[i] - want.data[i])) }
+            print("timm decomposition \(base): C = \(c), max |difference| \(worst) (representation scale \(scale))")
+            XCTAssertLessThanOrEqual(worst, 2e-5 * scale, base)
+            XCTAssertEqual(batch.representation.shape, [n, d])
+            if convention == .faithful {
+                // Exact: the components sum to the model's own output.
+                assertParity(batch.sum(), batch.representation, .embeddings, "\(base) sum")
+            }
+        }
+    }
+
+    func testFaithfulMatchesTheIndependentFloat64Reference() throws {
+        for name in Self.models { try compare(name, convention: .faithful, folder: "faithful") }
+    }
+
+    func testBalasubramanian2024MatchesTheOfficialCode() throws {
+        for name in Self.models { try compare(name, convention: .balasubramanian2024, folder: "balasubramanian2024") }
+    }
+
+    func testPerTokenTermsArePlacedAndSumToTheirHead() throws {
+        for name in Self.models {
+            let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.appendingPathComponent("expected/\(name)/faithful").path)
+                .filter { $0.hasPrefix("tokens_block") }
+            for file in files {
+                let block = Int(file.dropFirst("tokens_block".count).dropLast(4))!
+                let decomposer = try TimmDecomposer(model: try Self.model(name), convention: .faithful, fromBlock: 0, tokenBlocks: [block])
+                let batch = decomposer(try Self.pixels(name))
+                let got = try XCTUnwrap(batch.tokens[block])
+                let ref = try Self.expected("\(name)/faithful/\(file)")
+                XCTAssertEqual(got.shape, ref.shape, file)
+                let scale = ref.data.map(abs).max()!
+                let worst = zip(got.data, ref.data).map { abs($0 - $1) }.max()!
+                print("timm tokens \(name) \(file): max |difference| \(worst) (scale \(scale))")
+                XCTAssertLessThanOrEqual(worst, 2e-5 * scale, "\(name) \(file)")
+                // Σ over tokens = the head's component.
+                let n = ref.shape[0], h = ref.shape[1], d = ref.shape[ref.rank - 1], t = ref.count / (n * h * d)
+                for i in 0..<n {
+                    for head in 0..<h {
+                        let slot = batch.components.firstIndex { $0.name == "attn.\(block).\(head)" }!
+                        for j in 0..<d {
+                            var sum: Float = 0
+                            for k in 0..<t { sum += got.data[((i * h + head) * t + k) * d + j] }
+                            let component = batch.values.data[(i * batch.components.count + slot) * d + j]
+                            XCTAssertEqual(sum, component, accuracy: 1e-5 * scale, "\(name) block \(block) head \(head)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
