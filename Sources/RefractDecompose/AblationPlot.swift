@@ -16,9 +16,13 @@ public enum AblationPlot {
         if let mlp = report.studies.first(where: { $0.id == "mlp" }) {
             lines.append(ReferenceLine(y: mlp.top1, label: String(format: "MLPs ablated top-1 %.1f%%", mlp.top1), color: PlotColor(hex: 0x999999)))
         }
+        let name = URL(fileURLWithPath: report.model).lastPathComponent
+        let blocks = report.curve != nil
         return LinePlot(
-            title: "Mean-ablating attention layers 0..l: \(URL(fileURLWithPath: report.model).lastPathComponent) (\(report.images) images)",
-            xLabel: "last ablated attention layer l", yLabel: "zero-shot accuracy (%)",
+            title: blocks ? "Mean-ablating the last K blocks: \(name) (\(report.images) images)"
+                          : "Mean-ablating attention layers 0..l: \(name) (\(report.images) images)",
+            xLabel: blocks ? "blocks ablated from the last, K" : "last ablated attention layer l",
+            yLabel: blocks ? "accuracy of the model's head (%)" : "zero-shot accuracy (%)",
             series: [Series(name: "top-1", x: xs, y: curve.map(\.top1)),
                      Series(name: "top-5", x: xs, y: curve.map(\.top5))],
             horizontalLines: lines)

@@ -12,6 +12,7 @@ import RefractCLIP
 import RefractImage
 import RefractStore
 import RefractTensor
+import RefractTimm
 
 public struct DecomposeRunOptions: Sendable {
     public enum OnError: String, Sendable, CaseIterable {
@@ -21,7 +22,10 @@ public struct DecomposeRunOptions: Sendable {
         case skip
     }
     public var convention: DecompositionConvention = .faithful
+    /// CLIP: layers with per-token terms; timm: blocks with per-token terms.
     public var tokenLayers: [Int] = []
+    /// timm: the first decomposed block (earlier blocks are lumped into `init`).
+    public var fromBlock: Int = 0
     /// Storage type of the component tensors (`embedding` and `norm` are always float32).
     public var dtype: StoreDType = .float32
     public var batchSize: Int = 8
@@ -46,41 +50,52 @@ public enum DecomposeRun {
     public static let formatCreator = "refract"
 
     /// The store header a run of `model` over `dataset` with `options` has.
-    public static func header(model: CLIP, weightsSHA256: String, dataset: ImageDataset,
-                              options: DecomposeRunOptions, shape: DecompositionShape) throws -> StoreHeader {
+    static func header(model: any VisionModel, decomposer: any RunDecomposer, weightsSHA256: String, dataset: ImageDataset,
+                       options: DecomposeRunOptions) throws -> StoreHeader {
         let preprocessing = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(model.preprocessing))
-        var tensors = [StoreTensorSpec]()
-        for (name, perImage) in shape.tensorShapes(options.convention) {
-            let dtype: StoreDType = (name == .embedding || name == .norm) ? .float32 : options.dtype
-            tensors.append(StoreTensorSpec(name: name.rawValue, shape: perImage, dtype: dtype, description: name.summary))
+        let tensors = decomposer.runTensors.map {
+            StoreTensorSpec(name: $0.name, shape: $0.shape, dtype: $0.float32 ? .float32 : options.dtype, description: $0.description)
         }
         let bytesPerImage = tensors.reduce(0) { $0 + $1.elementCount * $1.dtype.byteSize }
         var shardSize = max(1, min(4096, options.shardBytes / max(bytesPerImage, 1)))
         if shardSize >= options.batchSize { shardSize -= shardSize % options.batchSize }
         if let fixed = options.shardSize { shardSize = max(1, fixed) }
         let location = model.location
+        var runOptions = decomposer.runOptions
+        runOptions["dtype"] = .string(options.dtype.rawValue)
+        runOptions["batchSize"] = .number(Double(options.batchSize))
         return StoreHeader(
             model: StoreModelInfo(id: location.modelId, layout: location.layout.rawValue, commit: location.commit,
                                   weightsSHA256: weightsSHA256,
                                   weightFiles: try location.weightFiles().map(\.lastPathComponent)),
             preprocessing: preprocessing,
             convention: options.convention.rawValue,
-            dimensions: ["layers": shape.layers, "heads": shape.heads, "tokens": shape.tokens, "width": shape.width,
-                         "embedDim": shape.outputWidth, "imageSize": model.architecture.imageSize,
-                         "patchSize": model.architecture.patchSize],
-            options: .object(["tokenLayers": .array(shape.tokenLayers.map { .number(Double($0)) }),
-                              "dtype": .string(options.dtype.rawValue),
-                              "batchSize": .number(Double(options.batchSize))]),
+            dimensions: decomposer.runDimensions,
+            options: .object(runOptions),
             tensors: tensors,
             images: dataset.images,
             classNames: dataset.classNames,
             shardSize: shardSize)
     }
 
+    /// The decomposer a run of `model` with `options` uses.
+    static func decomposer(model: any VisionModel, options: DecomposeRunOptions) throws -> any RunDecomposer {
+        if let clip = model as? CLIP {
+            guard options.fromBlock == 0 else {
+                throw DatasetError(path: clip.id, message: "--from-block applies to timm models; CLIP runs decompose every layer")
+            }
+            return try CLIPDecomposer(tower: clip.vision, convention: options.convention, tokenLayers: options.tokenLayers)
+        }
+        if let timm = model as? TimmModel {
+            return try TimmDecomposer(model: timm, convention: options.convention, fromBlock: options.fromBlock, tokenBlocks: options.tokenLayers)
+        }
+        throw DatasetError(path: model.id, message: "this kind of model cannot be decomposed")
+    }
+
     /// Decomposes every image of `dataset` into the run directory `output`.
     /// `progress(done, total)` is called after each batch; `shardWritten(index)` after each shard is
     /// on disk (recorded in the manifest).
-    public static func run(model: CLIP, dataset: ImageDataset, output: URL, options: DecomposeRunOptions,
+    public static func run(model: any VisionModel, dataset: ImageDataset, output: URL, options: DecomposeRunOptions,
                            createdBy: String = formatCreator,
                            progress: ((Int, Int) -> Void)? = nil,
                            shardWritten: ((Int) -> Void)? = nil) throws -> DecomposeRunSummary {
@@ -88,9 +103,9 @@ public enum DecomposeRun {
         guard (1...CLIP.maxBatchSize).contains(options.batchSize) else {
             throw DatasetError(path: output.path, message: "batch size \(options.batchSize) is out of range (allowed 1...\(CLIP.maxBatchSize))")
         }
-        let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention, tokenLayers: options.tokenLayers)
-        let header = try header(model: model, weightsSHA256: try model.weightsSHA256(), dataset: dataset,
-                                options: options, shape: decomposer.shape)
+        let decomposer = try decomposer(model: model, options: options)
+        let header = try header(model: model, decomposer: decomposer, weightsSHA256: try model.weightsSHA256(), dataset: dataset,
+                                options: options)
         let writer = try StoreWriter.open(at: output, header: header, constants: [:], createdBy: createdBy, resume: options.resume)
         let ranges = writer.shardRanges
         var done = ranges.prefix(writer.completedShards).reduce(0) { $0 + $1.count }
@@ -116,17 +131,17 @@ public enum DecomposeRun {
                     }
                 }
                 if !pixels.isEmpty {
-                    let result = decomposer(pixels)
+                    let result = decomposer.decomposeRows(pixels)
                     // Nothing non-finite reaches a shard: the run stops before this shard is written.
                     let batchPaths = batchIndices.map { dataset.images[$0].path }
-                    for name in ComponentTensor.allCases {
-                        guard let t = result.tensors[name] else { continue }
-                        try requireFinite(t, name: name.rawValue, images: batchPaths, shard: shard, model: model.id)
-                        if name != .embedding && name != .norm && options.dtype == .float16 {
-                            try requireHalfRange(t, name: name.rawValue, images: batchPaths, shard: shard)
+                    for spec in header.tensors {
+                        guard let t = result[spec.name] else { continue }
+                        try requireFinite(t, name: spec.name, images: batchPaths, shard: shard, model: model.id)
+                        if spec.dtype == .float16 {
+                            try requireHalfRange(t, name: spec.name, images: batchPaths, shard: shard)
                         }
                     }
-                    for (name, t) in result.tensors { rows[name.rawValue, default: []] += t.data }
+                    for (name, t) in result { rows[name, default: []] += t.data }
                     indices += batchIndices
                 }
                 start = batch.upperBound
@@ -183,7 +198,7 @@ public enum DecomposeRun {
     }
 
     /// Decodes and preprocesses in parallel; one result per path, in order.
-    static func preprocess(model: CLIP, paths: [String]) -> [Result<Tensor, Error>] {
+    static func preprocess(model: any VisionModel, paths: [String]) -> [Result<Tensor, Error>] {
         let slots = ResultList(count: paths.count)
         let prep = model.preprocessing
         Parallel.forEach(paths.count) { i in
@@ -207,13 +222,25 @@ public enum RunModel {
     /// Loads the model a run was made with (`spec`, or the run's own model id), refusing weights
     /// whose SHA-256 differs from the run's.
     public static func load(for reader: StoreReader, spec: String? = nil, options: ModelLocation.Options = .init()) async throws -> CLIP {
-        let clip = try await CLIP.load(spec ?? reader.manifest.model.id, options: options)
-        let hash = try clip.weightsSHA256()
-        guard hash == reader.manifest.model.weightsSHA256 else {
-            throw DatasetError(path: reader.run.path, message: "the run was made with weights sha256 "
-                + "\(reader.manifest.model.weightsSHA256.prefix(12))... (\(reader.manifest.model.id)), but \(spec ?? clip.id) "
-                + "has \(hash.prefix(12))...; pass --model with the run's model")
+        let model = try await loadAny(for: reader, spec: spec, options: options)
+        guard let clip = model as? CLIP else {
+            throw DatasetError(path: reader.run.path, message: "the run's model \(model.id) is not a CLIP model")
         }
         return clip
+    }
+
+    /// The run's model of any family (CLIP or timm), weights checked as in `load`.
+    public static func loadAny(for reader: StoreReader, spec: String? = nil, options: ModelLocation.Options = .init()) async throws -> any VisionModel {
+        var options = options
+        if options.layout == nil, let layout = ModelLayout(rawValue: reader.manifest.model.layout) { options.layout = layout }
+        let location = try await ModelLocation.resolve(spec ?? reader.manifest.model.id, options: options)
+        let model: any VisionModel = location.layout == .timm ? try TimmModel(location: location) : try CLIP(location: location)
+        let hash = try model.weightsSHA256()
+        guard hash == reader.manifest.model.weightsSHA256 else {
+            throw DatasetError(path: reader.run.path, message: "the run was made with weights sha256 "
+                + "\(reader.manifest.model.weightsSHA256.prefix(12))... (\(reader.manifest.model.id)), but \(spec ?? model.id) "
+                + "has \(hash.prefix(12))...; pass --model with the run's model")
+        }
+        return model
     }
 }

@@ -40,6 +40,9 @@ public struct AblationReport: Codable, Sendable {
     /// How run labels were matched to the class list.
     public var labelMapping: String
     public var studies: [AblationStudy]
+    /// What the curve's x axis counts (`lastAblatedLayer` of its studies): nil for CLIP's
+    /// "last ablated attention layer"; timm runs: blocks ablated from the last backwards.
+    public var curve: String? = nil
 }
 
 /// How the labels of a run map to the rows of a class list.

@@ -125,6 +125,9 @@ public final class TimmDecomposer: Sendable {
         (components, slot) = Self.components(sites: sites, from: fromBlock, convention: convention, model: model)
     }
 
+    /// How many blocks a model has, flattened over stages.
+    public static func blockCount(_ model: TimmModel) -> Int { sites(model).count }
+
     /// The blocks of a model, flattened (Swin stage by stage).
     static func sites(_ model: TimmModel) -> [BlockSite] {
         switch model.network {

@@ -14,13 +14,33 @@ import Darwin
 // into place at the end: a killed export never looks complete.
 
 /// Exports runs to other formats.
+/// A tensor an export computes from a run's stored tensors, shard by shard (e.g. a CLIP run's
+/// components stacked into one [C, D'] tensor per row).
+public struct DerivedTensor: Sendable {
+    public var name: String
+    /// Shape per row.
+    public var shape: [Int]
+    /// Stored tensors it is computed from.
+    public var inputs: [String]
+    /// The derived rows [rows] + shape from the inputs' rows of one shard.
+    public var compute: @Sendable ([String: Tensor]) throws -> Tensor
+    public init(name: String, shape: [Int], inputs: [String], compute: @escaping @Sendable ([String: Tensor]) throws -> Tensor) {
+        self.name = name
+        self.shape = shape
+        self.inputs = inputs
+        self.compute = compute
+    }
+}
+
 public enum StoreExport {
     /// Writes `dir/<name>.npy` (float32 `[N, ...]`) for each tensor in `names` (all when nil),
     /// `dir/<constant>.npy` for each constant, `image_index.npy` (int64 `[N]`), `images.txt`
     /// (one path per row), `labels.txt` (one label per row, empty when unlabelled) when any row has
     /// a label, `classes.txt` when the run has class names, and a copy of `manifest.json`.
+    /// `derived` tensors are written as `<name>.npy` too, and `files` as they are (name → contents).
     /// `dir` must not exist or be an empty directory.
-    public static func npy(_ reader: StoreReader, to dir: URL, names: [String]? = nil) throws {
+    public static func npy(_ reader: StoreReader, to dir: URL, names: [String]? = nil, derived: [DerivedTensor] = [],
+                           files: [String: Data] = [:]) throws {
         let dir = dir.standardizedFileURL
         let target = dir.path
         var selected: [StoreTensorSpec] = []
@@ -50,7 +70,10 @@ public enum StoreExport {
         defer { if !committed { try? FileManager.default.removeItem(at: temp) } }
 
         do {
-            try writeContents(reader, selected: selected, into: temp)
+            try writeContents(reader, selected: selected, derived: derived, into: temp)
+            for (name, data) in files.sorted(by: { $0.key < $1.key }) {
+                try writeAtomically(data, to: temp.appendingPathComponent(name))
+            }
         } catch var e as StoreError where e.path.hasPrefix(temp.path + "/") {
             // Name the file as it would have been, not its temporary folder.
             e.path = target + e.path.dropFirst(temp.path.count)
@@ -70,7 +93,8 @@ public enum StoreExport {
         syncDirectory(parent.path)
     }
 
-    private static func writeContents(_ reader: StoreReader, selected: [StoreTensorSpec], into temp: URL) throws {
+    private static func writeContents(_ reader: StoreReader, selected: [StoreTensorSpec], derived: [DerivedTensor],
+                                      into temp: URL) throws {
         let n = reader.rowCount
         let manifest = reader.manifest
         var writers: [String: NPYStreamWriter] = [:]
@@ -78,17 +102,29 @@ public enum StoreExport {
             writers[spec.name] = try NPYStreamWriter(url: temp.appendingPathComponent("\(spec.name).npy"),
                                                      descr: "<f4", shape: [n] + spec.shape, elementSize: 4)
         }
+        for extra in derived {
+            writers[extra.name] = try NPYStreamWriter(url: temp.appendingPathComponent("\(extra.name).npy"),
+                                                      descr: "<f4", shape: [n] + extra.shape, elementSize: 4)
+        }
         let indexWriter = try NPYStreamWriter(url: temp.appendingPathComponent("image_index.npy"),
                                               descr: "<i8", shape: [n], elementSize: 8)
-        try reader.forEachShard(selected.map(\.name)) { rows, tensors in
+        var read = selected.map(\.name)
+        for name in derived.flatMap(\.inputs) where !read.contains(name) { read.append(name) }
+        try reader.forEachShard(read) { rows, tensors in
             for spec in selected {
                 guard let t = tensors[spec.name], let w = writers[spec.name] else { continue }
                 try t.data.withUnsafeBytes { try w.append($0) }
+            }
+            for extra in derived {
+                let t = try extra.compute(tensors)
+                precondition(t.shape == [rows.count] + extra.shape, "derived tensor \(extra.name): \(t.shape)")
+                try t.data.withUnsafeBytes { try writers[extra.name]!.append($0) }
             }
             let indices = reader.rowImageIndices[rows].map { Int64($0) }
             try indices.withUnsafeBytes { try indexWriter.append($0) }
         }
         for spec in selected { try writers[spec.name]?.finish() }
+        for extra in derived { try writers[extra.name]?.finish() }
         try indexWriter.finish()
 
         for spec in manifest.constants {

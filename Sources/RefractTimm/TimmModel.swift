@@ -103,6 +103,20 @@ public final class TimmModel: VisionModel {
         }
     }
 
+    /// The classifier head (weight [classes, F], bias [classes]); nil without one.
+    public var headWeight: Tensor? {
+        switch network {
+        case .vit(let m): return m.head?.weight
+        case .swin(let m): return m.head?.weight
+        }
+    }
+    public var headBias: Tensor? {
+        switch network {
+        case .vit(let m): return m.head?.bias
+        case .swin(let m): return m.head?.bias
+        }
+    }
+
     /// Class names for the head: the checkpoint's `label_names`, else nil (the caller decides,
     /// e.g. ImageNet's for 1000 classes).
     public var labelNames: [String]? { config.labelNames }

@@ -6,6 +6,7 @@ import RefractCLIP
 import RefractDecompose
 import RefractStore
 import RefractTensor
+import RefractTimm
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,8 +15,12 @@ import Glibc
 
 struct Decompose: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Decompose every image's embedding exactly into pre, MLP, per-head (and per-token) terms, into a run directory.",
+        abstract: "Decompose every image's representation exactly into its components (init/pre, MLPs, heads, per-token terms), into a run directory.",
         discussion: """
+        CLIP models: the image embedding into pre, MLP, per-head (and per-token) terms (conventions faithful, \
+        gandelsman2024). timm models (DeiT, DINO, DINOv2, Swin): the pre-logits representation into init, every \
+        head and MLP of the decomposed blocks and the constants (conventions faithful, balasubramanian2024), stored \
+        as one components tensor described in the manifest; --from-block B lumps blocks before B into init. \
         PATH: image folders (a subfolder directly under the folder names the class of the images in it), \
         CSV/TSV lists with a header (path column: path, filepath, file, filename, image, image_path or \
         img_filename; optional label or class column; other columns are kept), or image files. \
@@ -26,10 +31,12 @@ struct Decompose: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Run directory to create (or to continue with --resume).") var output: String
-    @Option(name: .long, help: "faithful (each component centred by its own mean; biases kept apart) or gandelsman2024 (the official code's split; sums to the normalised embedding).")
+    @Option(name: .long, help: "faithful (exact: each component centred by its own mean; biases kept apart), gandelsman2024 (CLIP: the official code's split; sums to the normalised embedding) or balasubramanian2024 (timm: the official code's numbers).")
     var convention = "faithful"
-    @Option(name: .long, help: "Layers whose per-token contributions are stored as attn_tokens: all, last:N, 11, 8-11, 0,5,10-11 (default: none).")
+    @Option(name: .long, help: "Layers (CLIP) or blocks (timm, 0-based over all stages) whose per-token contributions are stored: all, last:N, 11, 8-11, 0,5,10-11 (default: none).")
     var tokens: String?
+    @Option(name: .long, help: "timm models: the first decomposed block (0-based over the flattened blocks; earlier ones are lumped into init). The official scripts use 7 (ViT-B) for retrieval.")
+    var fromBlock = 0
     @Option(name: .long, help: "Storage type of the components: float32 or float16 (embedding and norm stay float32).")
     var dtype = "float32"
     @Option(name: .long, help: "Images per forward pass.") var batchSize = 8
@@ -41,15 +48,26 @@ struct Decompose: AsyncParsableCommand {
     func run() async throws {
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
         guard let conv = DecompositionConvention(rawValue: convention) else {
-            throw ValidationError("--convention must be faithful or gandelsman2024, not '\(convention)'")
+            throw ValidationError("--convention must be faithful, gandelsman2024 (CLIP) or balasubramanian2024 (timm), not '\(convention)'")
         }
         guard let storage = StoreDType(rawValue: dtype) else { throw ValidationError("--dtype must be float32 or float16, not '\(dtype)'") }
         let dataset = try ImageDataset.load(paths)
         guard !dataset.images.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
-        let clip = try await modelOptions.load(for: "decompose", why: "decomposes CLIP models only in this version (timm decomposition is the rest of issue 12)")
+        let model = try await modelOptions.loadVisionModel()
         var options = DecomposeRunOptions()
         options.convention = conv
-        options.tokenLayers = try tokens.map { try LayerSelection.parse($0, layers: clip.architecture.vision.layers) } ?? []
+        options.fromBlock = fromBlock
+        let layers: Int
+        if let clip = model as? CLIP {
+            layers = clip.architecture.vision.layers
+            if conv == .balasubramanian2024 { throw ValidationError("--convention balasubramanian2024 is for timm models; CLIP runs use faithful or gandelsman2024") }
+            if fromBlock != 0 { throw ValidationError("--from-block applies to timm models; CLIP runs decompose every layer") }
+        } else {
+            layers = TimmDecomposer.blockCount(model as! TimmModel)
+            if conv == .gandelsman2024 { throw ValidationError("--convention gandelsman2024 is for CLIP models; timm runs use faithful or balasubramanian2024") }
+            try CountBounds.check("--from-block", fromBlock, 0...(layers - 1))
+        }
+        options.tokenLayers = try tokens.map { try LayerSelection.parse($0, layers: layers) } ?? []
         options.dtype = storage
         options.batchSize = batchSize
         options.onError = skipUnreadable ? .skip : .stop
@@ -62,7 +80,7 @@ struct Decompose: AsyncParsableCommand {
         let faultAfter = ProcessInfo.processInfo.environment["REFRACT_FAULT_AFTER_SHARDS"].flatMap(Int.init)
         var shardsThisProcess = 0
         let bar = ProgressBar(label: "images")
-        let summary = try DecomposeRun.run(model: clip, dataset: dataset, output: URL(fileURLWithPath: output),
+        let summary = try DecomposeRun.run(model: model, dataset: dataset, output: URL(fileURLWithPath: output),
                                            options: options, createdBy: "refract decompose",
                                            progress: { bar.update(done: $0, total: $1) },
                                            shardWritten: { _ in
@@ -81,7 +99,12 @@ struct Decompose: AsyncParsableCommand {
 
 struct Export: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a run's tensors as plain .npy files (one per tensor, [N, ...] float32) with images.txt and labels.txt.")
+        abstract: "Write a run's tensors as plain .npy files (one per tensor, [N, ...] float32) with images.txt and labels.txt.",
+        discussion: """
+        Every run also gets components.npy [N, C, D'] (all its components, stacked; for CLIP runs derived from \
+        pre, attn, attn_bias, mlp and readout_bias) and components.json (each component's name, official name, \
+        kind, block, stage and head, in the order of components.npy).
+        """)
 
     @Option(name: .long, help: "Run directory.") var run: String
     @Option(name: .long, help: "Output format (npy).") var format = "npy"
@@ -91,8 +114,14 @@ struct Export: AsyncParsableCommand {
     func run() async throws {
         guard format == "npy" else { throw ValidationError("--format: only npy is supported, not '\(format)'") }
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
-        let names = tensors.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-        try StoreExport.npy(reader, to: URL(fileURLWithPath: output), names: names)
+        var names = tensors.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+        var (derived, files) = try RunComponents.exportExtras(reader)
+        if let asked = names {
+            // components is stored (timm) or derived (CLIP): export it only when asked for.
+            derived = asked.contains("components") ? derived : []
+            if !derived.isEmpty { names = asked.filter { $0 != "components" } }
+        }
+        try StoreExport.npy(reader, to: URL(fileURLWithPath: output), names: names, derived: derived, files: files)
         FileHandle.standardError.write(Data("wrote \(output): \(reader.rowCount) rows\n".utf8))
     }
 }
@@ -103,6 +132,9 @@ struct Ablate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mean-ablation study: zero-shot top-1/top-5 with MLPs, class-to-class attention, or attention layers 0..l replaced by their means.",
         discussion: """
+        timm runs of models with a classifier head (DeiT, Swin): the layer-ablation curve of Balasubramanian et al.: \
+        the last K decomposed blocks (heads, attention bias, MLP) replaced by their means, K = 0 up to every block, \
+        classified by the model's own head (--classes optional: the head's label_names, else ImageNet's for 1000 classes). \
         Labels come from the run (class folders, or a label column). They are matched to --classes by name, \
         as 0-based indices, or (ImageNet folders of synset ids) the i-th sorted label is the i-th class line. \
         Means are taken over the run itself unless --means-from names another run of the same model. \
@@ -110,7 +142,7 @@ struct Ablate: AsyncParsableCommand {
         """)
 
     @Option(name: .long, help: "Run directory (made by refract decompose).") var run: String
-    @Option(name: .long, help: "Class names, one per line.") var classes: String
+    @Option(name: .long, help: "Class names, one per line (CLIP: required; timm: the head's outputs in order).") var classes: String?
     @Option(name: .long, help: "Templates with {} for the class name, one per line (default: \"a photo of a {}.\").") var templates: String?
     @Option(name: .long, help: "Take the means from this run instead (same model and convention).") var meansFrom: String?
     @Option(name: .long, help: "Model for the text encoder (default: the run's model id); its weights must be the run's.") var model: String?
@@ -120,15 +152,30 @@ struct Ablate: AsyncParsableCommand {
     func run() async throws {
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
         let means = try meansFrom.map { try StoreReader(run: URL(fileURLWithPath: $0)) }
-        let classNames = try TextLists.readLines(URL(fileURLWithPath: classes), what: "class name")
-        let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
-            ?? ZeroShotClassifier.defaultTemplates
+        let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
         try BLAS.load()
         try CountBounds.check("--threads", threads, CountBounds.threads); if let threads { BLAS.setThreads(threads) }
-        let clip = try await RunModel.load(for: reader, spec: model)
-        let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
-        let report = try MeanAblation.run(reader, meansFrom: means, classifier: classifier.weights, classes: classNames,
+        let report: AblationReport
+        if RunComponents.isTimm(reader) {
+            if templates != nil { throw ValidationError("--templates applies to CLIP runs; a timm run is classified by its model's head") }
+            guard let timm = try await RunModel.loadAny(for: reader, spec: model) as? TimmModel else {
+                throw ValidationError("\(run): a timm run whose model is not a timm model")
+            }
+            guard case let (weight?, bias?) = (timm.headWeight, timm.headBias) else {
+                throw ValidationError("\(timm.id) has no classifier head (num_classes 0): the layer ablation needs one (DeiT, Swin)")
+            }
+            let names = try TimmClassNames.resolve(given: classNames, givenFile: classes, model: timm)
+            report = try LayerAblation.run(reader, meansFrom: means, head: (weight, bias), classes: names,
+                                           classFile: classes ?? "the classes of \(timm.id)'s head")
+        } else {
+            guard let classNames, let classes else { throw ValidationError("--classes is required for a CLIP run (zero-shot class names)") }
+            let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
+                ?? ZeroShotClassifier.defaultTemplates
+            let clip = try await RunModel.load(for: reader, spec: model)
+            let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
+            report = try MeanAblation.run(reader, meansFrom: means, classifier: classifier.weights, classes: classNames,
                                           classFile: classes)
+        }
         let dir = URL(fileURLWithPath: output)
         try FileOutput.createDirectory(dir, action: "creating the output folder")
         try FileOutput.writeAtomically(Data(try Output.json(report).utf8), to: dir.appendingPathComponent("ablation.json"),

@@ -47,6 +47,7 @@ struct RetrieveCommand: AsyncParsableCommand {
         try CountBounds.check("--index", index, CountBounds.index)
         try CountBounds.check("--threads", threads, CountBounds.threads)
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
+        try RunComponents.requireCLIP(reader, command: "retrieve")
         let dims = try Retrieval.dimensions(reader)
         let options = RetrievalOptions(heads: try HeadID.parseList(heads, layers: dims.layers, heads: dims.heads), top: top, metric: metric)
         let query: RetrievalQuery = index.map { .row($0) } ?? image.map { .image($0) } ?? .text(text ?? "")

@@ -51,6 +51,7 @@ struct SpuriousCommand: AsyncParsableCommand {
     func run() async throws {
         // Everything that needs no model first: the run, the metadata join, the classes, the heads.
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
+        try RunComponents.requireCLIP(reader, command: "spurious")
         let splitChoice = try split.map { try WaterbirdsSplit.parse($0) }
         let meta = try WaterbirdsMetadata.load(URL(fileURLWithPath: metadata))
         let evaluation = try meta.join(runPaths: reader.rowImages.map(\.path), runName: reader.run.path, split: splitChoice)

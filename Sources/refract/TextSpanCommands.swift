@@ -62,6 +62,7 @@ struct TextSpanCommand: AsyncParsableCommand {
         if layers != nil && heads != nil { throw ValidationError("give --layers or --heads, not both") }
         try CountBounds.check("--per-head", perHead, CountBounds.top); try CountBounds.check("--rank", rank, CountBounds.rank)
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
+        try RunComponents.requireCLIP(reader, command: "textspan")
         let dims = reader.manifest.dimensions
         let nl = dims["layers"] ?? 0, nh = dims["heads"] ?? 0
         var options = TextSpanRunOptions()
@@ -134,6 +135,7 @@ struct HeadsCommand: AsyncParsableCommand {
         let query = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !query.isEmpty else { throw ValidationError("--text is empty") }
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
+        try RunComponents.requireCLIP(reader, command: "heads")
         let (clip, hash) = try await textOptions.load(reader)
         let pool = DescriptionPool(texts: [query], name: "--text")
         let (embedding, _) = try TextEmbeddings.load(pool: pool, model: clip, weightsSHA256: hash, cache: textOptions.cache)
