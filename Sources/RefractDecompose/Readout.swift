@@ -31,6 +31,10 @@ public enum DecompositionConvention: String, Sendable, Codable, CaseIterable {
     /// Swin's patch merges, the attention value path) with the unbiased std and eps 1e-5, so the
     /// components sum to the representation only approximately (about 1/(2D) relative per LayerNorm).
     case balasubramanian2024
+
+    /// The conventions of CLIP runs and of timm runs.
+    public static let clip: [DecompositionConvention] = [.faithful, .gandelsman2024]
+    public static let timm: [DecompositionConvention] = [.faithful, .balasubramanian2024]
 }
 
 /// One step of reading the representation out of the final residual stream [T, D].

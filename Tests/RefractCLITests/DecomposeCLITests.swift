@@ -113,6 +113,6 @@ extension CLITests {
         XCTAssertTrue(r.stderr.contains("layer 7 does not exist"), r.stderr)
         r = try refract(["decompose", "--model", tinyModel, "--output", path(scratch, "c"), "--convention", "exact", data.path])
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("faithful or gandelsman2024"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("faithful, gandelsman2024 (CLIP) or balasubramanian2024 (timm)"), r.stderr)
     }
 }

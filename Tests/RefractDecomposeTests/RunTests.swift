@@ -32,7 +32,7 @@ final class RunTests: XCTestCase {
         let dataset = try ImageDataset.load([try fixtureList(in: dir).path])
         XCTAssertEqual(dataset.images.map(\.label), ["0", "1", "2", "3"])
         XCTAssertEqual(dataset.images[0].columns, ["note": "a, quoted \"note\""])
-        for convention in DecompositionConvention.allCases {
+        for convention in DecompositionConvention.clip {
             var options = DecomposeRunOptions()
             options.convention = convention
             options.tokenLayers = [1]
@@ -77,7 +77,7 @@ final class RunTests: XCTestCase {
             let classes = try TextLists.readLines(fixtureInputs.appendingPathComponent("classes.txt"))
             let templates = try TextLists.readTemplates(fixtureInputs.appendingPathComponent("templates.txt"))
             let classifier = try model.zeroShotClassifier(classes: classes, templates: templates)
-            for convention in DecompositionConvention.allCases {
+            for convention in DecompositionConvention.clip {
                 var options = DecomposeRunOptions()
                 options.convention = convention
                 options.shardSize = 2

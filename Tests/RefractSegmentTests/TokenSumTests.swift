@@ -53,7 +53,7 @@ final class TokenSumTests: XCTestCase {
             let sets = [HeadSet.all(layers: nl, heads: nh),
                         try HeadSet(layers: nl, heads: nh, members: [(1, 3), (0, 0), (1, 0)]),
                         try HeadSet(layers: nl, heads: nh, members: [(0, 2)])]
-            for convention in DecompositionConvention.allCases {
+            for convention in DecompositionConvention.clip {
                 let full = try CLIPDecomposer(tower: model.vision, convention: convention, tokenLayers: Array(0..<nl))(pixels)
                 for set in sets {
                     let batch = try CLIPDecomposer(tower: model.vision, convention: convention, tokenSumHeads: set)(pixels)
@@ -95,7 +95,7 @@ final class TokenSumTests: XCTestCase {
             let texts = Tensor(shape: [3, arch.embedDim], data: (0..<(3 * arch.embedDim)).map { _ in Float(rng.normal()) })
             let contrast = Tensor(shape: [2, arch.embedDim], data: (0..<(2 * arch.embedDim)).map { _ in Float(rng.normal()) })
             let directions = try TokenHeatmaps.directions(texts: texts, contrast: contrast)         // [3, D']
-            for convention in DecompositionConvention.allCases {
+            for convention in DecompositionConvention.clip {
                 for set in [HeadSet.all(layers: nl, heads: nh), try HeadSet(layers: nl, heads: nh, members: [(1, 2), (0, 1)])] {
                     let batch = try CLIPDecomposer(tower: model.vision, convention: convention, tokenSumHeads: set)(pixels)
                     for b in 0..<pixels.count {
