@@ -77,7 +77,7 @@ let package = Package(
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
         .target(name: "CRefractBench"),
         .executableTarget(name: "refract-bench",
-                          dependencies: ["RefractCLIP", "RefractDecompose", "RefractTextSpan", "RefractCheckpoint", "RefractImage",
+                          dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractTextSpan", "RefractCheckpoint", "RefractImage",
                                          "RefractSegment", "RefractRetrieve", "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).

@@ -25,6 +25,10 @@ Case ids (default: all):
     decompose-official-vit-b-16-b8
                   ViT-B-16 image tower, batch 8, decomposed the way the official
                   research code of Gandelsman et al. (ICLR 2024) does it (see below)
+    timm-deit-b-16-b8, timm-dinov2-b-14-518-b2, timm-swin-b-224-b8
+                  timm models (random weights, `timm.create_model(name, pretrained=False)`),
+                  `forward_head(forward_features(x), pre_logits=True)` on [batch, 3, S, S]
+                  at the model's input size (DINOv2: 518)
     textspan-numpy
                   TextSpan (Gandelsman et al., Algorithm 1, with the official code's
                   span projection) in plain NumPy float32 on one head, C [10000, 512],
@@ -135,6 +139,9 @@ CASES = {
     "text-l-14": ("ViT-L-14", "text", 100),
     "decompose-official-vit-b-16-b8": ("ViT-B-16", "decompose", 8),
     "textspan-numpy": ("numpy", "textspan", 1),
+    "timm-deit-b-16-b8": ("deit_base_patch16_224", "timm", 8),
+    "timm-dinov2-b-14-518-b2": ("vit_base_patch14_dinov2", "timm", 2),
+    "timm-swin-b-224-b8": ("swin_base_patch4_window7_224", "timm", 8),
 }
 
 # textspan-numpy: one ViT-B-sized head (D' = 512) over 10000 images, the paper's pool size and settings.
@@ -383,12 +390,14 @@ def main(argv=None):
 
     numpy_ids = [cid for cid in args.ids if CASES[cid][1] == "textspan"]
     torch_ids = [cid for cid in args.ids if CASES[cid][1] != "textspan"]
-    torch = open_clip = None
+    torch = open_clip = timm = None
     try:
         import numpy as np
         if torch_ids:
             import torch
             import open_clip
+        if any(CASES[cid][1] == "timm" for cid in torch_ids):
+            import timm
     except ImportError as e:
         log(f"[bench_reference] cannot import the reference stack: {e}")
         return 3
@@ -404,6 +413,7 @@ def main(argv=None):
         stack = {
             "torch": torch.__version__,
             "open_clip": getattr(open_clip, "__version__", "unknown"),
+            **({"timm": timm.__version__} if timm is not None else {}),
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -458,7 +468,10 @@ def main(argv=None):
         try:
             log(f"[bench_reference] building {model_name} (random weights)")
             t0 = time.perf_counter()
-            model = open_clip.create_model(model_name, pretrained=None, precision="fp32", device="cpu")
+            if CASES[cids[0]][1] == "timm":
+                model = timm.create_model(model_name, pretrained=False)
+            else:
+                model = open_clip.create_model(model_name, pretrained=None, precision="fp32", device="cpu")
             model.eval()
             build_s = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001
@@ -470,7 +483,12 @@ def main(argv=None):
             _, tower, batch = CASES[cid]
             try:
                 with torch.inference_mode():
-                    if tower == "image":
+                    if tower == "timm":
+                        size = model.pretrained_cfg["input_size"][1:]
+                        x = torch.randn(batch, 3, *size, dtype=torch.float32)
+                        fn = lambda: model.forward_head(model.forward_features(x), pre_logits=True)  # noqa: E731
+                        extra = {"input": list(x.shape), "unit": "images/s"}
+                    elif tower == "image":
                         size = model.visual.image_size
                         size = size if isinstance(size, (tuple, list)) else (size, size)
                         x = torch.randn(batch, 3, *size, dtype=torch.float32)

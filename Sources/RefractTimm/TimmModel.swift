@@ -144,3 +144,50 @@ public enum HeadPredictions {
         }
     }
 }
+
+// MARK: Random-weight checkpoints
+
+extension TimmModel {
+    /// Writes a random-weight checkpoint of a registered architecture into `directory` in the timm
+    /// hub layout (config.json with `model_args` and a `pretrained_cfg`, model.safetensors with
+    /// every tensor the model takes), for benchmarks and tests. Returns the weights file's size.
+    @discardableResult
+    public static func writeRandomCheckpoint(architecture: String, modelArgs: [String: Any] = [:], to directory: URL,
+                                             seed: UInt64 = 1) throws -> Int {
+        let file = directory.appendingPathComponent("config.json").path
+        let entry = try TimmRegistry.entry(architecture, file: file)
+        let args = ConfigObject(file: file, prefix: "model_args.", values: entry.arguments.merging(modelArgs) { $1 })
+        // The input size the model is built for (the pretrained_cfg must agree with it).
+        let size = try args.square("img_size") ?? 224
+        let config: [String: Any] = [
+            "architecture": architecture,
+            "model_args": modelArgs,
+            "pretrained_cfg": ["input_size": [3, size, size], "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
+                               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]],
+        ]
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: directory.appendingPathComponent("config.json"))
+        let parsed = try TimmConfigFile(url: directory.appendingPathComponent("config.json"))
+        let recorder = KeyRecorder()
+        switch entry.family {
+        case .vit: _ = try VisionTransformer(source: recorder, config: try ViTConfig.resolve(args, config: parsed))
+        case .swin: _ = try SwinTransformer(source: recorder, config: try SwinConfig.resolve(args, config: parsed))
+        }
+        var writer = SafetensorsWriter(metadata: ["format": "pt"])
+        let random = RandomWeights(seed: seed)
+        for (key, shape) in recorder.keys { try writer.add(key, try random.take(key, shape: shape)) }
+        let weights = directory.appendingPathComponent("model.safetensors")
+        try writer.write(to: weights)
+        return (try FileManager.default.attributesOfItem(atPath: weights.path)[.size] as? Int) ?? 0
+    }
+}
+
+/// Records every key and shape a model takes (handing out zeros of that shape).
+final class KeyRecorder: TensorSource {
+    var keys: [(String, [Int])] = []
+    func take(_ key: String, shape: [Int]) throws -> Tensor {
+        keys.append((key, shape))
+        return Tensor(zeros: shape)
+    }
+    func ignore(_ key: String) {}
+}

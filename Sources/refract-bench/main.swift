@@ -30,7 +30,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
-    case segment, retrieve, hash
+    case segment, retrieve, hash, timm
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -161,6 +161,7 @@ struct Results: Codable {
     var segment: SegmentBenchResults?
     var retrieve: RetrieveBenchResults?
     var hash: HashBenchResults?
+    var timm: TimmBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -374,6 +375,10 @@ func main() throws {
         r.hash = try HashBench.run(quick: args.quick)
     }
 
+    if run.contains(.timm) {
+        r.timm = try TimmBench.run(quick: args.quick)
+    }
+
     // Reference cases for the sections that ran, in one Python process.
     var cases = [String]()
     if run.contains(.image) {
@@ -385,6 +390,7 @@ func main() throws {
         if !cases.contains("vit-b-16-b8") { cases += ["vit-b-16-b8"] }
         cases += [DecomposeBench.officialCase]
     }
+    if run.contains(.timm) { cases += TimmBench.cases.map(\.reference) }
     if !cases.isEmpty {
         if args.reference, let py = findPython(args.python) {
             print("\nReference: open_clip via \(py), \(threads) threads, same shapes (\(cases.joined(separator: ", "))) ...")
@@ -413,6 +419,15 @@ func main() throws {
                     for (ours, theirs) in pairs {
                         guard let a = r.imagesPerSecond[ours], let b = numbers[theirs] else { continue }
                         print("    \(ours): \(fmt(a)) vs \(fmt(b))  (\(fmt(a / b))x)")
+                    }
+                }
+                if var timm = r.timm {
+                    TimmBench.compare(&timm, reference: numbers)
+                    r.timm = timm
+                    print("  timm images/s: Refract vs timm (ratio; target >= \(fmt(timm.targetRatioVsTimm, 1))x)")
+                    for c in timm.cases {
+                        guard let theirs = c.timmImagesPerSecond, let ratio = c.ratioVsTimm else { continue }
+                        print("    \(c.architecture) \(c.imageSize) px batch \(c.batch): \(fmt(c.forwardImagesPerSecond)) vs \(fmt(theirs))  (\(fmt(ratio))x)")
                     }
                 }
                 if let b = numbers["text-b-16"], let a = r.promptsPerSecond {
