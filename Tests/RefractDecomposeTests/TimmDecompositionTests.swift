@@ -111,4 +111,29 @@ final class TimmDecompositionTests: XCTestCase {
             }
         }
     }
+
+    /// Architectures the fixtures do not cover (packed SwiGLU, average pooling with fc_norm, Swin
+    /// with a 12-window), on random checkpoints: the faithful components sum to the representation.
+    func testFaithfulSumsOnOtherArchitectures() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("refract-timm-sum-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let cases: [(String, [String: Any])] = [
+            ("vit_giant_patch14_reg4_dinov2", ["embed_dim": 24, "depth": 2, "num_heads": 2, "img_size": 28, "num_classes": 0]),
+            ("vit_small_patch16_224", ["embed_dim": 24, "depth": 2, "num_heads": 2, "img_size": 32, "global_pool": "avg"]),
+            ("vit_small_patch16_224", ["embed_dim": 24, "depth": 2, "num_heads": 2, "img_size": 32, "global_pool": "avg", "fc_norm": false]),
+            ("swin_base_patch4_window12_384", ["embed_dim": 8, "depths": [2, 2], "num_heads": [2, 4], "img_size": 96]),
+        ]
+        for (i, (arch, args)) in cases.enumerated() {
+            let dir = scratch.appendingPathComponent("\(i)")
+            try TimmModel.writeRandomCheckpoint(architecture: arch, modelArgs: args, to: dir, seed: UInt64(10 + i))
+            let model = try TimmModel(location: ModelLocation(directory: dir, layout: .timm, modelId: arch))
+            let s = model.preprocessing.imageSize
+            let pixels = (0..<3).map { k in Tensor(shape: [3, s, s], data: (0..<(3 * s * s)).map { Float(sin(0.01 * Double($0 * (k + 1)))) }) }
+            for start in [0, 1] {
+                let batch = try TimmDecomposer(model: model, convention: .faithful, fromBlock: start)(pixels)
+                assertParity(batch.sum(), batch.representation, .embeddings, "\(arch) \(args) from \(start) sum")
+                assertParity(batch.representation, model.represent(pixels: pixels), .embeddings, "\(arch) representation")
+            }
+        }
+    }
 }
