@@ -123,6 +123,8 @@ def gen_config():
     put(h, "openclip_tiny", openclip)
     put(h, "hf_tiny_with_preprocessor", hf + b"\0" + pre)
     put(h, "hf_tiny_no_preprocessor", hf)
+    for model in ["deit-tiny", "dinov2-reg-tiny", "swin-tiny"]:
+        copy(h, f"timm/{model}/config.json", "timm_" + model.replace("-", "_"))
     put(h, "openclip_pairs", json.dumps({
         "model_cfg": {"embed_dim": 8, "vision_cfg": {"image_size": [32, 32], "patch_size": [8, 8], "width": 32,
                                                      "layers": 1, "head_width": 8, "mlp_ratio": 2.0,
