@@ -139,6 +139,22 @@ final class HubDownloaderTests: XCTestCase {
         XCTAssertEqual(server.requests.count, 0)
     }
 
+    func testTimmRepoIsDetectedFromItsConfig() async throws {
+        let repo = "timm/vit_tiny_patch16_224.augreg_in21k"
+        server.add(repo, "config.json", text: #"{"architecture": "vit_tiny_patch16_224", "num_classes": 0, "pretrained_cfg": {"input_size": [3, 224, 224]}}"#)
+        server.add(repo, "model.safetensors", try bigWeights(1, key: "cls_token"))
+        let loc = try await ModelLocation.resolve(repo, options: options())
+        XCTAssertEqual(loc.layout, .timm)
+        for name in ["config.json", "model.safetensors"] { try assertCached(repo, name) }
+        // timm repositories have no tokenizer files: none is asked for.
+        XCTAssertFalse(server.requests.contains { $0.path.hasSuffix("vocab.json") || $0.path.hasSuffix("preprocessor_config.json") })
+        // Found in the cache the second time, without the network, and with the timm layout asked for.
+        server.clearLog()
+        let again = try await ModelLocation.resolve(repo, options: options(layout: .timm))
+        XCTAssertEqual(again, loc)
+        XCTAssertEqual(server.requests.count, 0)
+    }
+
     func testExplicitLayoutRequest() async throws {
         addOpenCLIPRepo("laion/tiny", weights: try bigWeights(1))
         addTransformersRepo("laion/tiny", weights: try bigWeights(1, key: "t"))
