@@ -32,6 +32,18 @@ public final class RandomWeights: TensorSource, @unchecked Sendable {
     public func ignore(_ key: String) {}
 }
 
+/// Records every key and shape a model takes (handing out zeros of that shape): the tensor list of
+/// a random-weight checkpoint.
+public final class KeyRecorder: TensorSource {
+    public private(set) var keys: [(String, [Int])] = []
+    public init() {}
+    public func take(_ key: String, shape: [Int]) throws -> Tensor {
+        keys.append((key, shape))
+        return Tensor(zeros: shape)
+    }
+    public func ignore(_ key: String) {}
+}
+
 extension CLIPVisionTower {
     /// A tower with weights from any source (e.g. `RandomWeights` for benchmarks).
     public init(weights: TensorSource, layout: CLIPLayout = .openCLIP, architecture: CLIPArchitecture) throws {

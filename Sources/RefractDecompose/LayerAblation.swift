@@ -22,12 +22,7 @@ public enum LayerAblation {
         guard head.weight.shape == [classes.count, d] else {
             throw AblationError(message: "the classifier head \(head.weight.shape) does not fit representations of width \(d) and \(classes.count) classes")
         }
-        let images = reader.rowImages
-        let unlabelled = images.filter { $0.label == nil }
-        if let first = unlabelled.first {
-            throw AblationError(message: "\(reader.run.path): \(unlabelled.count) image(s) have no label (e.g. \(first.path)); "
-                + "ablation needs labelled images (class folders, or a label column in the list)")
-        }
+        let images = try MeanAblation.labelledImages(reader)
         let (mapping, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: classes, file: classFile)
         // Blocks from the last backwards, and the components of each.
         let blocks = Array(Set(components.compactMap { $0.kind == .`init` ? nil : $0.block })).sorted(by: >)
@@ -70,9 +65,7 @@ public enum LayerAblation {
                 let label = index[images[row + i].label!]!
                 for s in 0..<ids.count {
                     let o = (i * ids.count + s) * classes.count
-                    let mine = logits.data[o + label]
-                    var higher = 0
-                    for k in 0..<classes.count where logits.data[o + k] > mine { higher += 1 }
+                    let higher = MeanAblation.rank(logits.data, offset: o, classes: classes.count, label: label)
                     if higher < 1 { top1[s] += 1 }
                     if higher < 5 { top5[s] += 1 }
                 }

@@ -138,12 +138,7 @@ public enum MeanAblation {
         guard classifier.shape == [d, classes.count] else {
             throw AblationError(message: "classifier \(classifier.shape) does not fit embeddings of width \(d) and \(classes.count) classes")
         }
-        let images = reader.rowImages
-        let unlabelled = images.filter { $0.label == nil }
-        if let first = unlabelled.first {
-            throw AblationError(message: "\(reader.run.path): \(unlabelled.count) image(s) have no label (e.g. \(first.path)); "
-                + "ablation needs labelled images (class folders, or a label column in the list)")
-        }
+        let images = try MeanAblation.labelledImages(reader)
         if let names = reader.manifest.classNames, names.count != classes.count,
            !names.allSatisfy({ classes.contains($0) }), !names.allSatisfy({ Int($0) != nil }) {
             throw AblationError(message: "\(classFile): \(classes.count) classes, but the run has \(names.count) "
@@ -201,10 +196,7 @@ public enum MeanAblation {
                 for s in 0..<ids.count {
                     let o = (i * ids.count + s) * classes.count
                     onScores?(row + i, s, Array(scores.data[o..<(o + classes.count)]))
-                    let mine = scores.data[o + label]
-                    // Rank = number of classes scoring strictly higher (ties resolved in the image's favour).
-                    var higher = 0
-                    for c in 0..<classes.count where scores.data[o + c] > mine { higher += 1 }
+                    let higher = rank(scores.data, offset: o, classes: classes.count, label: label)
                     if higher < 1 { top1[s] += 1 }
                     if higher < 5 { top5[s] += 1 }
                 }
@@ -221,6 +213,26 @@ public enum MeanAblation {
         return AblationReport(run: reader.run.path, meansFrom: reference.run.path, model: reader.manifest.model.id,
                               convention: reader.manifest.convention, images: images.count, classes: classes.count,
                               labelMapping: mapping.rawValue, studies: studies)
+    }
+
+    /// The run's images, all labelled (else an error naming the first unlabelled one).
+    static func labelledImages(_ reader: StoreReader) throws -> [StoreImage] {
+        let images = reader.rowImages
+        let unlabelled = images.filter { $0.label == nil }
+        if let first = unlabelled.first {
+            throw AblationError(message: "\(reader.run.path): \(unlabelled.count) image(s) have no label (e.g. \(first.path)); "
+                + "ablation needs labelled images (class folders, or a label column in the list)")
+        }
+        return images
+    }
+
+    /// The label's rank among `classes` scores at `offset`: how many classes score strictly higher
+    /// (ties resolved in the image's favour).
+    static func rank(_ scores: [Float], offset o: Int, classes: Int, label: Int) -> Int {
+        let mine = scores[o + label]
+        var higher = 0
+        for c in 0..<classes where scores[o + c] > mine { higher += 1 }
+        return higher
     }
 
     /// The studies as CSV: study,description,top1,top5,top1_correct,top5_correct,images.

@@ -62,3 +62,18 @@ public func assertParity(_ got: Tensor, _ ref: Tensor, _ tol: Tolerance, maxRela
                    "\(what): order-sensitive checksum", file: file, line: line)
 }
 
+
+/// The largest difference between preprocessed pixels `got` [3, S, S] and the reference image at
+/// `offset` of `ref`, in 0..1 pixel units (both un-normalised by the channel's `std`).
+public func maxPixelDifference(_ got: Tensor, _ ref: Tensor, offset: Int, std: [Double]) -> Float {
+    let plane = got.count / 3
+    var worst: Float = 0
+    for c in 0..<3 {
+        let s = Float(std[c])
+        for j in 0..<plane {
+            let k = c * plane + j
+            worst = max(worst, abs(got.data[k] - ref.data[offset + k]) * s)
+        }
+    }
+    return worst
+}

@@ -64,24 +64,16 @@ public struct SwinConfig: Sendable, Equatable, Codable {
                                   "num_heads", "head_dim", "window_size", "always_partition", "strict_img_size", "mlp_ratio",
                                   "qkv_bias", "ape", "patch_norm", "drop_rate", "proj_drop_rate", "attn_drop_rate",
                                   "drop_path_rate", "weight_init", "embed_layer", "norm_layer", "act_layer"]
-        for key in args.values.keys.sorted() where !known.contains(key) {
-            throw ConfigValueError(file: args.file, key: args.prefix + key, value: ConfigObject.show(args.values[key]!),
-                                   allowed: "an argument of timm's SwinTransformer that Refract builds (\(known.sorted().joined(separator: ", ")))")
-        }
+        try args.requireKnown(known, of: "SwinTransformer")
+        try args.requireCommon(customLayers: ["embed_layer", "norm_layer"])
         let b = ConfigBounds(file: args.file)
         func key(_ k: String) -> String { args.prefix + k }
-        func require(_ k: String, _ ok: Bool, _ allowed: String) throws {
-            if !ok { throw args.wrong(k, args.values[k] ?? NSNull(), allowed) }
-        }
-        if let chans = try args.int("in_chans") { try require("in_chans", chans == 3, "3") }
+        let require = args.require
         try require("always_partition", try args.bool("always_partition") ?? false == false, "false")
         try require("ape", try args.bool("ape") ?? false == false, "false (absolute position embedding is not supported)")
         try require("patch_norm", try args.bool("patch_norm") ?? true, "true")
         try require("head_dim", !args.has("head_dim"), "absent (the head width is the stage width / heads)")
         try require("act_layer", (try args.string("act_layer") ?? "gelu") == "gelu", "\"gelu\"")
-        for k in ["embed_layer", "norm_layer"] where args.has(k) {
-            throw args.wrong(k, args.values[k]!, "the default (custom layers are not supported)")
-        }
         let pool = try args.string("global_pool") ?? config.globalPool ?? "avg"
         try require("global_pool", pool == "avg", "avg")
         let imageSize = try b.int(key("img_size"), try args.square("img_size"), default: 224, in: ConfigLimits.imageSize)

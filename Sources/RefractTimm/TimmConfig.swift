@@ -128,6 +128,27 @@ struct ConfigObject: @unchecked Sendable {  // immutable JSON values
         return list
     }
 
+    /// Refuses any key outside `known`, naming the constructor (`what`) and listing the known ones.
+    func requireKnown(_ known: Set<String>, of what: String) throws {
+        for key in values.keys.sorted() where !known.contains(key) {
+            throw ConfigValueError(file: file, key: prefix + key, value: Self.show(values[key]!),
+                                   allowed: "an argument of timm's \(what) that Refract builds (\(known.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    /// Refuses `key` unless `ok`, saying what is allowed.
+    func require(_ key: String, _ ok: Bool, _ allowed: String) throws {
+        if !ok { throw wrong(key, values[key] ?? NSNull(), allowed) }
+    }
+
+    /// The arguments every timm model shares: three input channels, no custom layer classes.
+    func requireCommon(customLayers: [String]) throws {
+        if let chans = try int("in_chans") { try require("in_chans", chans == 3, "3") }
+        for k in customLayers where has(k) {
+            throw wrong(k, values[k]!, "the default (custom layers are not supported)")
+        }
+    }
+
     func object(_ key: String) throws -> ConfigObject? {
         guard has(key) else { return nil }
         guard let o = values[key] as? [String: Any] else { throw wrong(key, values[key]!, "a JSON object") }

@@ -59,29 +59,26 @@ public final class TimmModel: VisionModel {
         family = entry.family
         let args = ConfigObject(file: configURL.path, prefix: "model_args.",
                                 values: entry.arguments.merging(config.modelArgs.values) { $1 })
-        // Validated config → memory budget → read, each tensor's shape checked before its data is read.
+        // Validated config → input size → memory budget → read, each tensor's shape checked before its data is read.
         let inputSize = config.inputSize
-        func checkInput(_ imageSize: Int) throws {
+        func build<C>(_ c: C, imageSize: Int, parameters: Int, _ make: (TensorSource, C) throws -> TimmNetwork) throws -> TimmNetwork {
             if imageSize != inputSize[1] {
                 throw ConfigValueError(file: configURL.path, key: "pretrained_cfg.input_size", value: "\(inputSize)",
                                        allowed: "[3, \(imageSize), \(imageSize)] (the model's img_size; other sizes would need resampled position tables)")
             }
+            try ModelMemoryBudget.check(parameters: parameters, configFile: configURL.path)
+            let loader = try location.makeTensorLoader()
+            let network = try make(loader, c)
+            try loader.finish()
+            return network
         }
         switch entry.family {
         case .vit:
             let c = try ViTConfig.resolve(args, config: config)
-            try checkInput(c.imageSize)
-            try ModelMemoryBudget.check(parameters: c.parameterCount, configFile: configURL.path)
-            let loader = try location.makeTensorLoader()
-            network = .vit(try VisionTransformer(source: loader, config: c))
-            try loader.finish()
+            network = try build(c, imageSize: c.imageSize, parameters: c.parameterCount) { .vit(try VisionTransformer(source: $0, config: $1)) }
         case .swin:
             let c = try SwinConfig.resolve(args, config: config)
-            try checkInput(c.imageSize)
-            try ModelMemoryBudget.check(parameters: c.parameterCount, configFile: configURL.path)
-            let loader = try location.makeTensorLoader()
-            network = .swin(try SwinTransformer(source: loader, config: c))
-            try loader.finish()
+            network = try build(c, imageSize: c.imageSize, parameters: c.parameterCount) { .swin(try SwinTransformer(source: $0, config: $1)) }
         }
     }
 
@@ -180,14 +177,4 @@ extension TimmModel {
         try writer.write(to: weights)
         return (try FileManager.default.attributesOfItem(atPath: weights.path)[.size] as? Int) ?? 0
     }
-}
-
-/// Records every key and shape a model takes (handing out zeros of that shape).
-final class KeyRecorder: TensorSource {
-    var keys: [(String, [Int])] = []
-    func take(_ key: String, shape: [Int]) throws -> Tensor {
-        keys.append((key, shape))
-        return Tensor(zeros: shape)
-    }
-    func ignore(_ key: String) {}
 }

@@ -63,23 +63,15 @@ public struct ViTConfig: Sendable, Equatable, Codable {
                                   "dynamic_img_pad", "act_layer", "mlp_layer", "pos_embed", "drop_rate", "pos_drop_rate",
                                   "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init",
                                   "fix_init", "embed_layer", "norm_layer", "block_fn"]
-        for key in args.values.keys.sorted() where !known.contains(key) {
-            throw ConfigValueError(file: args.file, key: args.prefix + key, value: ConfigObject.show(args.values[key]!),
-                                   allowed: "an argument of timm's VisionTransformer that Refract builds (\(known.sorted().joined(separator: ", ")))")
-        }
+        try args.requireKnown(known, of: "VisionTransformer")
+        try args.requireCommon(customLayers: ["embed_layer", "norm_layer", "block_fn"])
         let b = ConfigBounds(file: args.file)
         func key(_ k: String) -> String { args.prefix + k }
-        func require(_ k: String, _ ok: Bool, _ allowed: String) throws {
-            if !ok { throw args.wrong(k, args.values[k] ?? NSNull(), allowed) }
-        }
-        if let chans = try args.int("in_chans") { try require("in_chans", chans == 3, "3") }
+        let require = args.require
         try require("qk_norm", try args.bool("qk_norm") ?? false == false, "false (QK-norm is not supported)")
         try require("proj_bias", try args.bool("proj_bias") ?? true, "true")
         try require("dynamic_img_pad", try args.bool("dynamic_img_pad") ?? false == false, "false")
         try require("pos_embed", (try args.string("pos_embed") ?? "learn") == "learn", "\"learn\"")
-        for k in ["embed_layer", "norm_layer", "block_fn"] where args.has(k) {
-            throw args.wrong(k, args.values[k]!, "the default (custom layers are not supported)")
-        }
         let act = try args.string("act_layer") ?? "gelu"
         let mlpLayer = try args.string("mlp_layer") ?? "mlp"
         let activation: Ops.Activation

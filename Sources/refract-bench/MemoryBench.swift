@@ -96,16 +96,6 @@ enum MemoryBench {
         }
         """
 
-    /// Records every key and shape the model code takes (handing out zeros of that shape).
-    final class KeyRecorder: TensorSource {
-        var keys: [(String, [Int])] = []
-        func take(_ key: String, shape: [Int]) throws -> Tensor {
-            keys.append((key, shape))
-            return Tensor(zeros: shape)
-        }
-        func ignore(_ key: String) {}
-    }
-
     /// Writes a random-weight ViT-B/16 OpenCLIP checkpoint into `dir`; returns the weights file's size.
     static func writeCheckpoint(_ dir: URL) throws -> Int {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -42,14 +42,7 @@ final class ParityTests: XCTestCase {
             let per = ref.count / 4
             for (i, g) in got.enumerated() {
                 // Compare in 0..1 pixel units: un-normalise both, allow at most 1/255.
-                var worst: Float = 0
-                for c in 0..<3 {
-                    let std = Float(clip.preprocessing.std[c])
-                    for j in 0..<(per / 3) {
-                        let k = c * (per / 3) + j
-                        worst = max(worst, abs(g.data[k] - ref.data[i * per + k]) * std)
-                    }
-                }
+                let worst = maxPixelDifference(g, ref, offset: i * per, std: clip.preprocessing.std)
                 XCTAssertLessThanOrEqual(worst, 1 / 255 + 1e-6, "\(name) image \(i): max pixel difference \(worst * 255)/255")
                 XCTAssertLessThanOrEqual(worst, 1e-5, "\(name) image \(i): pixels are not exact (max \(worst * 255)/255)")
             }

@@ -50,14 +50,7 @@ final class TimmParityTests: XCTestCase {
             for (i, image) in images.enumerated() {
                 let got = model.preprocessing(image)
                 XCTAssertEqual(got.count, per, name)
-                var worst: Float = 0
-                for c in 0..<3 {
-                    let std = Float(model.preprocessing.std[c])
-                    for j in 0..<(per / 3) {
-                        let k = c * (per / 3) + j
-                        worst = max(worst, abs(got.data[k] - ref.data[i * per + k]) * std)
-                    }
-                }
+                let worst = maxPixelDifference(got, ref, offset: i * per, std: model.preprocessing.std)
                 XCTAssertLessThanOrEqual(worst, 1e-5, "\(name) image \(i): max pixel difference \(worst * 255)/255")
             }
         }
