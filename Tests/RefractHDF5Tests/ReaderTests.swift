@@ -180,7 +180,7 @@ final class ReaderTests: XCTestCase {
         XCTAssertTrue(HDF5File.hasSignature(path: HDF5Fixtures.path("hdf5_types.h5")))
         XCTAssertTrue(HDF5File.hasSignature(path: HDF5Fixtures.path("gtsegs_ijcv.mat")))  // after the 512-byte user block
 
-        // A truncated HDF5 file: the signature is there, the rest is not. libhdf5's own words come through.
+        // A truncated HDF5 file: the signature is there, the rest is not; the message says what is cut short.
         let data = try Data(contentsOf: HDF5Fixtures.directory.appendingPathComponent("hdf5_types.h5"))
         let cut = FileManager.default.temporaryDirectory.appendingPathComponent("refract-hdf5-truncated-\(getpid()).h5")
         try data.prefix(600).write(to: cut)
