@@ -22,6 +22,7 @@ import RefractCheckpoint
 import RefractCLIP
 import RefractImage
 import RefractTensor
+import RefractTimm
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -169,14 +170,15 @@ enum MemoryBench {
         return URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
     }
 
-    static func run(images n: Int, threads: Int, refract explicit: String?) throws -> MemoryResults {
+    /// `timmArchitecture`: measure a random-weight timm checkpoint of that architecture instead of CLIP ViT-B/16.
+    static func run(images n: Int, threads: Int, refract explicit: String?, timmArchitecture: String? = nil) throws -> MemoryResults {
         let me = selfPath()
         let refract = explicit ?? URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("refract").path
         guard FileManager.default.isExecutableFile(atPath: refract) else {
             throw BenchError("memory section: no refract binary at \(refract); build it with "
                              + "`swift build -c release --product refract` (same build folder) or pass --refract PATH")
         }
-        print("\nPeak memory of `refract decompose`, ViT-B-16 (random weights, OpenCLIP layout), \(n) images, \(threads) threads")
+        print("\nPeak memory of `refract decompose`, \(timmArchitecture.map { "\($0) (random weights, timm layout)" } ?? "ViT-B-16 (random weights, OpenCLIP layout)"), \(n) images, \(threads) threads")
         let tmp = FileManager.default.temporaryDirectory
             .appendingPathComponent("refract-bench-memory-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
@@ -184,7 +186,8 @@ enum MemoryBench {
 
         let t0 = now()
         let model = tmp.appendingPathComponent("model")
-        let weightsBytes = try writeCheckpoint(model)
+        let weightsBytes = try timmArchitecture.map { try TimmModel.writeRandomCheckpoint(architecture: $0, to: model, seed: 5) }
+            ?? writeCheckpoint(model)
         let names = try writeImages(tmp.appendingPathComponent("images"))
         let list = tmp.appendingPathComponent("list.csv")
         try Data((["path"] + (0..<n).map { names[$0 % names.count] }).joined(separator: "\n").appending("\n").utf8)

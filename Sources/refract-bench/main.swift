@@ -44,6 +44,7 @@ struct Arguments {
           --rounds N         minimum interleaved rounds per batch size in the decompose section
           --memory-images N  also run the memory section over N images (the issue's figure: 2000)
           --refract PATH     the refract binary for the memory section (default: next to refract-bench)
+          --memory-model A   the memory section on a random timm checkpoint of architecture A (default: CLIP ViT-B/16)
           --textspan-images N  images of the textspan-run section's synthetic run (default 50000, ~4.9 GB on disk)
           --image-cases L    image-tower cases to run (default all: b16-1,b16-8,l14-1,l14-8)
         """
@@ -57,6 +58,7 @@ struct Arguments {
     var rounds: Int?
     var memoryImages: Int?
     var refract: String?
+    var memoryModel: String?
     var textspanImages = TextSpanRunBench.defaultImages
     /// Image-tower cases to run ("b16-1", "b16-8", "l14-1", "l14-8"); nil: all.
     var imageCases: Set<String>?
@@ -87,6 +89,7 @@ struct Arguments {
             case "--rounds": rounds = try int(a)
             case "--memory-images": memoryImages = try int(a)
             case "--refract": refract = it.next()
+            case "--memory-model": memoryModel = it.next()
             case "--textspan-images": textspanImages = try int(a)
             case "--image-cases":
                 guard let list = it.next() else { throw BenchError("--image-cases needs a list such as b16-1,l14-8") }
@@ -448,7 +451,7 @@ func main() throws {
     }
 
     if run.contains(.memory), let n = args.memoryImages {
-        r.memory = try MemoryBench.run(images: n, threads: threads, refract: args.refract)
+        r.memory = try MemoryBench.run(images: n, threads: threads, refract: args.refract, timmArchitecture: args.memoryModel)
     }
 
     r.loadavgEnd = loadavg()
