@@ -79,6 +79,8 @@ public final class TimmDecomposer: Sendable {
     let paths: StagePaths
     /// Per decomposed block (index into `sites`), per class: W_O,ᵀ·diag(γ1)·M_{s,k} [C, D'].
     let headMaps: [[Tensor]]
+    /// Per decomposed block, per class: the out-projection bias (× γ1) through M_{s,k} [D'].
+    let biasMaps: [[[Float]]]
     /// Position of each component in the output (official order for balasubramanian2024).
     let slot: [String: Int]
 
@@ -121,6 +123,12 @@ public final class TimmDecomposer: Sendable {
                 Ops.scaleColumns(&wo, g)
             }
             return paths.maps[site.stage].map { Ops.matmul(wo, $0) }                       // [C, D'] per class
+        }
+        biasMaps = sites.map { site in
+            guard site.index >= fromBlock else { return [] }
+            var bias = site.block.outBias                                                  // [C]
+            if let g = site.block.layerScale1 { for j in 0..<bias.count { bias.data[j] *= g.data[j] } }
+            return paths.maps[site.stage].map { Ops.matmul(bias.reshaped([1, bias.count]), $0).data }   // [D'] per class
         }
         (components, slot) = Self.components(sites: sites, from: fromBlock, convention: convention, model: model)
     }

@@ -138,20 +138,6 @@ struct StagePaths: Sendable {
         return (mean, sigma)
     }
 
-    /// Σ_k (Σ_{t ∈ k} coefficient[t] · v) · M_k for one image, given the per-class coefficient sums.
-    func mapClassSums(stage s: Int, vector v: [Float], classSums: [Double]) -> [Float] {
-        var out = [Float](repeating: 0, count: outputWidth)
-        let c = v.count
-        for (k, total) in classSums.enumerated() where total != 0 {
-            let m = maps[s][k]
-            for i in 0..<c where v[i] != 0 {
-                let scale = Float(total) * v[i]
-                for j in 0..<outputWidth { out[j] += scale * m.data[i * outputWidth + j] }
-            }
-        }
-        return out
-    }
-
     func classSums(stage s: Int, weights: [Float], image b: Int) -> [Double] {
         var sums = [Double](repeating: 0, count: maps[s].count)
         let t = tokens[s]
@@ -309,12 +295,18 @@ extension TimmDecomposer {
         }
     }
 
-    /// values[b, slot] += v · Σ_k W[b, k] M_k (a constant row through the path).
-    func accumulateConstant(_ values: inout Tensor, slot: Int, vector v: [Float], stage s: Int, weights: [Float], images: Int) {
+    /// values[b, slot] += scale · Σ_k W[b, k] · mapped[k], with W[b, k] the image's summed token
+    /// weights of class k and `mapped[k]` a constant row already carried through M_k [D'].
+    func accumulateConstant(_ values: inout Tensor, slot: Int, mapped: [[Float]], scale: Float = 1, stage s: Int, weights: [Float],
+                            images: Int) {
         let d = paths.outputWidth, count = components.count
         for b in 0..<images {
-            let mapped = paths.mapClassSums(stage: s, vector: v, classSums: paths.classSums(stage: s, weights: weights, image: b))
-            for j in 0..<d { values.data[(b * count + slot) * d + j] += mapped[j] }
+            let sums = paths.classSums(stage: s, weights: weights, image: b)
+            for (k, total) in sums.enumerated() where total != 0 {
+                let f = scale * Float(total)
+                let row = mapped[k]
+                for j in 0..<d { values.data[(b * count + slot) * d + j] += f * row[j] }
+            }
         }
     }
 
@@ -338,13 +330,14 @@ extension TimmDecomposer {
                 accumulate(&values, slot: slot["attn.\(site.index).\(head)"]!, sums: headSums, classes: k, width: c,
                            columns: (head * dh)..<((head + 1) * dh), maps: headMaps[site.index], images: b)
             }
-            var bias = site.block.outBias.data
-            if let g = site.block.layerScale1 { for j in 0..<c { bias[j] *= g.data[j] } }
             if official {
-                let share = bias.map { $0 / Float(h) }
-                for head in 0..<h { accumulateConstant(&values, slot: slot["attn.\(site.index).\(head)"]!, vector: share, stage: s, weights: w, images: b) }
+                // b_O/H on every head.
+                for head in 0..<h {
+                    accumulateConstant(&values, slot: slot["attn.\(site.index).\(head)"]!, mapped: biasMaps[site.index], scale: 1 / Float(h),
+                                       stage: s, weights: w, images: b)
+                }
             } else {
-                accumulateConstant(&values, slot: slot["attn_bias.\(site.index)"]!, vector: bias, stage: s, weights: w, images: b)
+                accumulateConstant(&values, slot: slot["attn_bias.\(site.index)"]!, mapped: biasMaps[site.index], stage: s, weights: w, images: b)
             }
             accumulate(&values, slot: slot["mlp.\(site.index)"]!, sums: classWeighted(record.mlp, stage: s, weights: w, images: b),
                        classes: k, width: c, columns: 0..<c, maps: paths.maps[s], images: b)
