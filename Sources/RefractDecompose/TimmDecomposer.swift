@@ -206,13 +206,15 @@ public final class TimmDecomposer: Sendable {
         return TimmDecompositionBatch.concatenate(slots.values)
     }
 
-    /// What the pass keeps of a decomposed block, per image, with rows in grid order.
+    /// What the pass keeps of a decomposed block, per image: rows in grid order, or (Swin) in the
+    /// block's window order with `order` mapping each row to its grid token.
     struct Record {
         /// Head outputs before the out-projection [B·T, C] (balasubramanian2024: from V of LN*(x)).
         var heads: Tensor
         var mlp: Tensor                   // [B·T, C] (LayerScale included)
         var input: Tensor?                // [B·T, C], the start block only
         var tokenTerms: TokenTerms?       // chosen blocks only
+        var order: [Int]? = nil
     }
 
     func decompose(_ images: [Tensor], parallelAttention: Bool) -> TimmDecompositionBatch {
@@ -253,10 +255,9 @@ public final class TimmDecomposer: Sendable {
                 let heads = self.convention == .balasubramanian2024
                     ? self.officialHeads(trace, site: site, layout: layout, images: b, tokens: layout.resolution * layout.resolution, classOnly: false)
                     : trace.heads
-                records[layer] = Record(heads: layout.reorder(heads, images: b, inverse: true),
-                                        mlp: layout.reorder(trace.mlp, images: b, inverse: true),
-                                        input: layer == self.fromBlock ? layout.reorder(trace.input, images: b, inverse: true) : nil,
-                                        tokenTerms: wantTokens.contains(layer) ? .windows(qkv: trace.qkv, layout: layout) : nil)
+                records[layer] = Record(heads: heads, mlp: trace.mlp, input: layer == self.fromBlock ? trace.input : nil,
+                                        tokenTerms: wantTokens.contains(layer) ? .windows(qkv: trace.qkv, layout: layout) : nil,
+                                        order: layout.source)
             }, merged: { s, gathered in merges[s] = gathered })
             final = stream
             representation = swin.readout(stream, images: b)

@@ -260,21 +260,27 @@ enum TokenTerms {
 // MARK: Assembly
 
 extension TimmDecomposer {
-    /// Σ_{t ∈ k} w[t]·x[t] for every image and class: [B, K, C] (Double sums, Float result).
-    func classWeighted(_ x: Tensor, stage s: Int, weights: [Float], images: Int) -> [Float] {
+    /// Σ_{t ∈ k} w[t]·x[t] for every image and class: [B, K, C]. `order`, when given, maps each
+    /// row of an image in `x` to its grid token (a Swin block's window order), so `x` needs no
+    /// reordering first.
+    func classWeighted(_ x: Tensor, stage s: Int, weights: [Float], images: Int, order: [Int]? = nil) -> [Float] {
         let c = x.shape[1], t = paths.tokens[s], k = paths.maps[s].count
-        var out = [Double](repeating: 0, count: images * k * c)
+        var out = [Float](repeating: 0, count: images * k * c)
+        let classes = paths.classOf[s]
         x.data.withUnsafeBufferPointer { xp in
-            for b in 0..<images {
-                for i in 0..<t {
-                    let w = Double(weights[b * t + i])
-                    if w == 0 { continue }
-                    let base = (b * k + paths.classOf[s][i]) * c, row = (b * t + i) * c
-                    for j in 0..<c { out[base + j] += w * Double(xp[row + j]) }
+            out.withUnsafeMutableBufferPointer { op in
+                for b in 0..<images {
+                    for r in 0..<t {
+                        let token = order?[r] ?? r
+                        let w = weights[b * t + token]
+                        if w == 0 { continue }
+                        let dst = op.baseAddress! + (b * k + classes[token]) * c, src = xp.baseAddress! + (b * t + r) * c
+                        for j in 0..<c { dst[j] += w * src[j] }
+                    }
                 }
             }
         }
-        return out.map(Float.init)
+        return out
     }
 
     /// values[b, slot] += Σ_k sums[b, k, columns] · maps[k][rows: columns] for every image.
@@ -318,14 +324,15 @@ extension TimmDecomposer {
         // init: the stream entering the first decomposed block.
         let input = records[fromBlock]!.input!
         let w0 = frozen.weights[start.stage]!
-        accumulate(&values, slot: slot["init"]!, sums: classWeighted(input, stage: start.stage, weights: w0, images: b),
+        accumulate(&values, slot: slot["init"]!, sums: classWeighted(input, stage: start.stage, weights: w0, images: b,
+                                                                     order: records[fromBlock]!.order),
                    classes: paths.maps[start.stage].count, width: start.width, columns: 0..<start.width, maps: paths.maps[start.stage], images: b)
         var tokens: [Int: Tensor] = [:]
         for site in sites[fromBlock...] {
             let record = records[site.index]!
             let s = site.stage, c = site.width, h = site.heads, dh = c / h, k = paths.maps[s].count
             let w = frozen.weights[s]!
-            let headSums = classWeighted(record.heads, stage: s, weights: w, images: b)
+            let headSums = classWeighted(record.heads, stage: s, weights: w, images: b, order: record.order)
             for head in 0..<h {
                 accumulate(&values, slot: slot["attn.\(site.index).\(head)"]!, sums: headSums, classes: k, width: c,
                            columns: (head * dh)..<((head + 1) * dh), maps: headMaps[site.index], images: b)
@@ -339,7 +346,7 @@ extension TimmDecomposer {
             } else {
                 accumulateConstant(&values, slot: slot["attn_bias.\(site.index)"]!, mapped: biasMaps[site.index], stage: s, weights: w, images: b)
             }
-            accumulate(&values, slot: slot["mlp.\(site.index)"]!, sums: classWeighted(record.mlp, stage: s, weights: w, images: b),
+            accumulate(&values, slot: slot["mlp.\(site.index)"]!, sums: classWeighted(record.mlp, stage: s, weights: w, images: b, order: record.order),
                        classes: k, width: c, columns: 0..<c, maps: paths.maps[s], images: b)
             if let terms = record.tokenTerms { tokens[site.index] = tokenMaps(terms, site: site, weights: w, images: b) }
         }
