@@ -5,7 +5,8 @@
 # export the run as .npy files, run the mean-ablation study, label the last layer's heads
 # with text (TextSpan), draw token heatmaps, segment a small ImageNet-Segmentation-format file
 # zero-shot, retrieve images by chosen heads, and run the Waterbirds spurious-cue study on a
-# synthetic metadata.csv.
+# synthetic metadata.csv; then the same for a timm Swin: its head, its features, the
+# decomposition in the official convention and the layer-ablation curve.
 # The example model has random weights (it exists to test parity), so its predictions are
 # arbitrary; point --model at a real checkpoint (e.g. openai/clip-vit-base-patch16 in your
 # Hugging Face cache) for meaningful ones.
@@ -58,9 +59,23 @@ REFRACT_CACHE_DIR="$out/cache" "$bin" segment --model "$model" --dataset Tests/F
 REFRACT_CACHE_DIR="$out/cache" "$bin" spurious --run "$out/run" --metadata "$out/metadata.csv" --classes landbird,waterbird \
     --ablate 1.0,1.2 --random-draws 3 --output "$out/spurious"
 echo
+# Beyond CLIP: a timm checkpoint (a tiny Swin with shifted windows and two patch merges, random
+# weights): its own head, its pre-logits features, the decomposition in the official code's
+# convention from block 3 (stage 1, block 1), its components as .npy + JSON, and the
+# layer-ablation curve through its head (the example classes name its first five outputs).
+timm=Tests/Fixtures/timm/swin-tiny
+{ cat "$inputs/classes.txt"; for i in 5 6 7 8 9; do echo "other $i"; done; } > "$out/swin_classes.txt"
+rm -rf "$out/swin-run" "$out/swin-run-npy" "$out/swin-ablation"
+"$bin" classify --model "$timm" --classes "$out/swin_classes.txt" --top-k 3 "$inputs"
+"$bin" embed-images --model "$timm" --output "$out/swin_features.npy" "$inputs"
+"$bin" decompose --model "$timm" --convention balasubramanian2024 --from-block 3 --output "$out/swin-run" "$out/images.csv"
+"$bin" export --run "$out/swin-run" --format npy --output "$out/swin-run-npy"
+"$bin" ablate --run "$out/swin-run" --classes "$out/swin_classes.txt" --output "$out/swin-ablation"
+echo
 echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy,"
 echo "  run/ (manifest.json + safetensors shards), run-npy/ (the run as .npy files),"
 echo "  ablation/ (ablation.json, ablation.csv, ablation.png),"
 echo "  textspan/ (textspan.json, textspan.md, textspan.html), heatmap/ (PNG + .npy per image),"
 echo "  segment/ (metrics.json, per_image.csv, overlays/), retrieve/ (retrieval.json, retrieval.html),"
-echo "  spurious/ (spurious.json, spurious.md)"
+echo "  spurious/ (spurious.json, spurious.md); timm (Swin): swin_features.npy, swin-run/,"
+echo "  swin-run-npy/ (components.npy + components.json), swin-ablation/"
