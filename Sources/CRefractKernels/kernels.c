@@ -69,6 +69,31 @@ void rf_quick_gelu(float *x, size_t n) {
     }
 }
 
+/* GELU with the tanh approximation (timm "gelu_tanh", TF MaxViT): 0.5·x·(1 + tanh(u)),
+   u = sqrt(2/pi)·(x + 0.044715·x^3), computed as x·sigmoid(2u). */
+RF_MULTIVERSION
+void rf_gelu_tanh(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        x[i] = v / (1.0f + exp_inline(-2.0f * u));
+    }
+}
+
+/* SiLU x·sigmoid(x) and the logistic sigmoid. */
+RF_MULTIVERSION
+void rf_silu(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v / (1.0f + exp_inline(-v));
+    }
+}
+
+RF_MULTIVERSION
+void rf_sigmoid(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + exp_inline(-x[i]));
+}
+
 /* Reductions with 16 independent partial results so the compiler can vectorise them without
    -ffast-math (the summation order is fixed, so results are deterministic). */
 #define RF_LANES 16

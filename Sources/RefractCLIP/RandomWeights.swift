@@ -25,7 +25,9 @@ public final class RandomWeights: TensorSource, @unchecked Sendable {
         let fanIn = shape.count >= 2 ? shape.dropFirst().reduce(1, *) : 1
         let scale: Float = shape.count >= 2 ? 1 / Float(fanIn).squareRoot() : 0.1
         var data = [Float](repeating: 0, count: n)
-        for i in 0..<n { data[i] = isNormWeight ? 1 + 0.1 * next() : scale * next() }
+        // BatchNorm running variances must be positive.
+        let isVariance = key.hasSuffix("running_var")
+        for i in 0..<n { data[i] = isNormWeight || isVariance ? 1 + 0.1 * next() : scale * next() }
         return Tensor(shape: shape, data: data)
     }
 

@@ -12,15 +12,17 @@ import RefractStore
 import RefractTensor
 
 public enum LayerAblation {
-    /// `head`: the classifier (weight [classes, D'], bias [classes]); `classes` its output names.
-    public static func run(_ reader: StoreReader, meansFrom: StoreReader? = nil, head: (weight: Tensor, bias: Tensor),
+    /// `classify`: the model's head on representations [N, D'] → logits [N, classes] (MaxViT's is
+    /// not linear); `classes` its output names.
+    public static func run(_ reader: StoreReader, meansFrom: StoreReader? = nil, classify: (Tensor) -> Tensor,
                            classes: [String], classFile: String) throws -> AblationReport {
         let reference = meansFrom ?? reader
         if let other = meansFrom { try reader.requireCompatible(with: other) }
         let components = try RunComponents.describe(reader)
         let d = try reader.spec("representation").shape[0]
-        guard head.weight.shape == [classes.count, d] else {
-            throw AblationError(message: "the classifier head \(head.weight.shape) does not fit representations of width \(d) and \(classes.count) classes")
+        let probe = classify(Tensor(zeros: [1, d]))
+        guard probe.shape == [1, classes.count] else {
+            throw AblationError(message: "the classifier head gives \(probe.shape[1]) outputs for representations of width \(d), not \(classes.count) classes")
         }
         let images = try MeanAblation.labelledImages(reader)
         let (mapping, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: classes, file: classFile)
@@ -60,7 +62,7 @@ public enum LayerAblation {
                     }
                 }
             }
-            let logits = Ops.linear(Tensor(shape: [r * ids.count, d], data: totals), weight: head.weight, bias: head.bias)
+            let logits = classify(Tensor(shape: [r * ids.count, d], data: totals))
             for i in 0..<r {
                 let label = index[images[row + i].label!]!
                 for s in 0..<ids.count {

@@ -45,6 +45,7 @@ extension TimmDecomposer: RunDecomposer {
             switch model.network {
             case .vit(let m): shape = [site.heads, m.config.tokens, d]
             case .swin(let m): shape = [site.heads, m.config.resolution(stage: site.stage), m.config.resolution(stage: site.stage), d]
+            case .maxvit(let m): shape = [site.heads, m.config.resolution(stage: site.stage), m.config.resolution(stage: site.stage), d]
             }
             list.append(("tokens.\(block)", shape, "block \(block)'s heads split by source token (Σ over tokens = the head's component)", false))
         }

@@ -88,6 +88,9 @@ public final class TimmDecomposer: Sendable {
         guard convention != .gandelsman2024 else {
             throw TimmDecompositionError(message: "gandelsman2024 is the convention of Gandelsman et al.'s CLIP code; timm runs use faithful or balasubramanian2024")
         }
+        if case .maxvit = model.network {
+            throw TimmDecompositionError(message: "\(model.id) is a MaxViT: its decomposition (MBConv branches, shortcuts, block and grid attention) is not built yet; embed-images and classify work")
+        }
         self.model = model
         self.convention = convention
         let sites = Self.sites(model)
@@ -153,6 +156,8 @@ public final class TimmDecomposer: Sendable {
                 }
             }
             return out
+        case .maxvit:
+            return []
         }
     }
 
@@ -261,6 +266,8 @@ public final class TimmDecomposer: Sendable {
             }, merged: { s, gathered in merges[s] = gathered })
             final = stream
             representation = swin.readout(stream, images: b)
+        case .maxvit:
+            preconditionFailure("MaxViT is refused by TimmDecomposer.init")
         }
         let frozen = paths.freeze(final: final, merges: merges, images: b)
         return assemble(records: records, frozen: frozen, representation: representation, images: b)

@@ -110,6 +110,8 @@ struct StagePaths: Sendable {
             self.classOf = classOf
             tokens = (0..<c.stages).map { c.resolution(stage: $0) * c.resolution(stage: $0) }
             source = .swin(resolutions: (0..<c.stages).map { c.resolution(stage: $0) }, norm: (swin.norm.weight, swin.norm.bias), merges: merges)
+        case .maxvit:
+            throw TimmDecompositionError(message: "\(model.id) is a MaxViT: its decomposition is not built yet")
         }
     }
 

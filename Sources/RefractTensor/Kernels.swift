@@ -18,6 +18,21 @@ public enum Kernels {
         chunked(x) { rf_gelu($0, $1) }
     }
 
+    /// GELU with the tanh approximation (timm `gelu_tanh`, TF MaxViT).
+    public static func geluTanh(_ x: UnsafeMutableBufferPointer<Float>) {
+        chunked(x) { rf_gelu_tanh($0, $1) }
+    }
+
+    /// SiLU, x·sigmoid(x).
+    public static func silu(_ x: UnsafeMutableBufferPointer<Float>) {
+        chunked(x) { rf_silu($0, $1) }
+    }
+
+    /// The logistic sigmoid.
+    public static func sigmoid(_ x: UnsafeMutableBufferPointer<Float>) {
+        chunked(x) { rf_sigmoid($0, $1) }
+    }
+
     /// QuickGELU, as OpenAI CLIP: x·sigmoid(1.702·x).
     public static func quickGELU(_ x: UnsafeMutableBufferPointer<Float>) {
         chunked(x) { rf_quick_gelu($0, $1) }

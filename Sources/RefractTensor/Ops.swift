@@ -83,13 +83,14 @@ public enum Ops {
     /// MLP activations. `swiGLU` is timm's packed SwiGLU (DINOv2 giant): the fc1 output's first
     /// half through SiLU times its second half, halving the width (`Ops.swiGLU`), so it is not an
     /// elementwise activation.
-    public enum Activation: String, Sendable, Codable { case gelu, quickGELU, swiGLU }
+    public enum Activation: String, Sendable, Codable { case gelu, quickGELU, swiGLU, geluTanh }
 
     public static func activate(_ x: inout Tensor, _ act: Activation) {
         x.data.withUnsafeMutableBufferPointer { p in
             switch act {
             case .gelu: Kernels.gelu(p)
             case .quickGELU: Kernels.quickGELU(p)
+            case .geluTanh: Kernels.geluTanh(p)
             case .swiGLU: preconditionFailure("swiGLU changes the width: use Ops.swiGLU")
             }
         }

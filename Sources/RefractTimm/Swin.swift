@@ -137,7 +137,7 @@ enum SwinKeys {
 // MARK: Windows
 
 /// Where the tokens of one block's windows come from, and what its attention adds.
-public struct WindowLayout: Sendable {
+public struct WindowLayout: TokenPartition {
     /// Tokens per side of the stage grid, window side, cyclic shift.
     public let resolution: Int
     public let window: Int
@@ -149,7 +149,7 @@ public struct WindowLayout: Sendable {
     /// Relative position bias plus, when shifted, the −100 mask: [windows, heads, n, n].
     public let bias: AttentionBias
 
-    public var windows: Int { (resolution / window) * (resolution / window) }
+    public var tokensPerWindow: Int { window * window }
 
     init(resolution r: Int, window w: Int, shift: Int, heads: Int, table: Tensor) {
         resolution = r
@@ -202,19 +202,6 @@ public struct WindowLayout: Sendable {
         bias = AttentionBias(values: values, groups: windows, heads: heads, n: n)
     }
 
-    /// Rows of a batch [B·R², ·] in grid order → window order (`inverse` false) or back.
-    public func reorder(_ x: Tensor, images: Int, inverse: Bool = false) -> Tensor {
-        let map = inverse ? position : source
-        let per = resolution * resolution
-        var rows = [Int](repeating: 0, count: images * per)
-        for b in 0..<images { for k in 0..<per { rows[b * per + k] = b * per + map[k] } }
-        return Ops.gatherRows(x, rows)
-    }
-
-    public func segments(images: Int) -> [Segment] {
-        let n = window * window
-        return (0..<(images * windows)).map { Segment(start: $0 * n, length: n) }
-    }
 }
 
 // MARK: Model

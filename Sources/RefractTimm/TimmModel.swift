@@ -14,11 +14,13 @@ import RefractTensor
 public enum TimmNetwork: Sendable {
     case vit(VisionTransformer)
     case swin(SwinTransformer)
+    case maxvit(MaxViT)
 
     public var featureWidth: Int {
         switch self {
         case .vit(let m): return m.config.width
         case .swin(let m): return m.config.featureWidth
+        case .maxvit(let m): return m.config.featureWidth
         }
     }
 
@@ -26,6 +28,7 @@ public enum TimmNetwork: Sendable {
         switch self {
         case .vit(let m): return m.config.numClasses
         case .swin(let m): return m.config.numClasses
+        case .maxvit(let m): return m.config.numClasses
         }
     }
 }
@@ -79,6 +82,9 @@ public final class TimmModel: VisionModel {
         case .swin:
             let c = try SwinConfig.resolve(args, config: config)
             network = try build(c, imageSize: c.imageSize, parameters: c.parameterCount) { .swin(try SwinTransformer(source: $0, config: $1)) }
+        case .maxvit:
+            let c = try MaxViTConfig.resolve(args, config: config)
+            network = try build(c, imageSize: c.imageSize, parameters: c.parameterCount) { .maxvit(try MaxViT(source: $0, config: $1)) }
         }
     }
 
@@ -89,6 +95,7 @@ public final class TimmModel: VisionModel {
         switch network {
         case .vit(let m): return m(pixels)
         case .swin(let m): return m(pixels)
+        case .maxvit(let m): return m(pixels)
         }
     }
 
@@ -97,22 +104,12 @@ public final class TimmModel: VisionModel {
         switch network {
         case .vit(let m): return m.logits(features)
         case .swin(let m): return m.logits(features)
+        case .maxvit(let m): return m.logits(features)
         }
     }
 
-    /// The classifier head (weight [classes, F], bias [classes]); nil without one.
-    public var headWeight: Tensor? {
-        switch network {
-        case .vit(let m): return m.head?.weight
-        case .swin(let m): return m.head?.weight
-        }
-    }
-    public var headBias: Tensor? {
-        switch network {
-        case .vit(let m): return m.head?.bias
-        case .swin(let m): return m.head?.bias
-        }
-    }
+    /// Whether the checkpoint has a classifier head.
+    public var hasHead: Bool { network.numClasses > 0 }
 
     /// Class names for the head: the checkpoint's `label_names`, else nil (the caller decides,
     /// e.g. ImageNet's for 1000 classes).
@@ -169,6 +166,7 @@ extension TimmModel {
         switch entry.family {
         case .vit: _ = try VisionTransformer(source: recorder, config: try ViTConfig.resolve(args, config: parsed))
         case .swin: _ = try SwinTransformer(source: recorder, config: try SwinConfig.resolve(args, config: parsed))
+        case .maxvit: _ = try MaxViT(source: recorder, config: try MaxViTConfig.resolve(args, config: parsed))
         }
         var writer = SafetensorsWriter(metadata: ["format": "pt"])
         let random = RandomWeights(seed: seed)

@@ -13,6 +13,8 @@ public enum TimmFamily: String, Sendable, Codable {
     case vit
     /// timm `SwinTransformer` (v1).
     case swin
+    /// timm `MaxxVit`, the MaxViT `_tf_` configurations.
+    case maxvit
 }
 
 public enum TimmRegistry {
@@ -30,6 +32,10 @@ public enum TimmRegistry {
     static func swin(_ window: Int, _ width: Int, _ depths: [Int], _ heads: [Int], _ extra: [String: Any] = [:]) -> Entry {
         Entry(family: .swin, arguments: ["patch_size": 4, "window_size": window, "embed_dim": width, "depths": depths, "num_heads": heads]
               .merging(extra) { $1 })
+    }
+
+    static func maxvit(_ dims: [Int], _ depths: [Int], stem: Int, head: Int, size: Int = 224) -> Entry {
+        Entry(family: .maxvit, arguments: ["embed_dim": dims, "depths": depths, "stem_width": stem, "head_hidden_size": head, "img_size": size])
     }
 
     nonisolated(unsafe) static let dinov2: [String: Any] = ["init_values": 1e-5, "img_size": 518]
@@ -69,6 +75,13 @@ public enum TimmRegistry {
         "swin_large_patch4_window7_224": swin(7, 192, [2, 2, 18, 2], [6, 12, 24, 48]),
         "swin_base_patch4_window12_384": swin(12, 128, [2, 2, 18, 2], [4, 8, 16, 32], ["img_size": 384]),
         "swin_large_patch4_window12_384": swin(12, 192, [2, 2, 18, 2], [6, 12, 24, 48], ["img_size": 384]),
+        // MaxViT, TF-ported (`_tf_`: TF "same" padding, BatchNorm eps 1e-3, GELU-tanh, relative bias "bias_tf")
+        "maxvit_tiny_tf_224": maxvit([64, 128, 256, 512], [2, 2, 5, 2], stem: 64, head: 512),
+        "maxvit_small_tf_224": maxvit([96, 192, 384, 768], [2, 2, 5, 2], stem: 64, head: 768),
+        "maxvit_base_tf_224": maxvit([96, 192, 384, 768], [2, 6, 14, 2], stem: 64, head: 768),
+        "maxvit_large_tf_224": maxvit([128, 256, 512, 1024], [2, 6, 14, 2], stem: 128, head: 1024),
+        "maxvit_tiny_tf_384": maxvit([64, 128, 256, 512], [2, 2, 5, 2], stem: 64, head: 512, size: 384),
+        "maxvit_small_tf_384": maxvit([96, 192, 384, 768], [2, 2, 5, 2], stem: 64, head: 768, size: 384),
     ]
 
     /// The entry for an architecture name (a `.tag` suffix is ignored), or an error listing the

@@ -161,11 +161,11 @@ struct Ablate: AsyncParsableCommand {
             guard let timm = try await RunModel.loadAny(for: reader, spec: model) as? TimmModel else {
                 throw ValidationError("\(run): a timm run whose model is not a timm model")
             }
-            guard case let (weight?, bias?) = (timm.headWeight, timm.headBias) else {
-                throw ValidationError("\(timm.id) has no classifier head (num_classes 0): the layer ablation needs one (DeiT, Swin)")
+            guard timm.hasHead else {
+                throw ValidationError("\(timm.id) has no classifier head (num_classes 0): the layer ablation needs one (DeiT, Swin, MaxViT)")
             }
             let names = try TimmClassNames.resolve(given: classNames, givenFile: classes, model: timm)
-            report = try LayerAblation.run(reader, meansFrom: means, head: (weight, bias), classes: names,
+            report = try LayerAblation.run(reader, meansFrom: means, classify: { timm.logits($0)! }, classes: names,
                                            classFile: classes ?? "the classes of \(timm.id)'s head")
         } else {
             guard let classNames, let classes else { throw ValidationError("--classes is required for a CLIP run (zero-shot class names)") }

@@ -20,6 +20,9 @@ final class RegistryTests: XCTestCase {
             case .swin:
                 let window = name.contains("window12") ? 12 : 7
                 args = ["embed_dim": 8, "depths": [1, 2], "num_heads": [2, 2], "img_size": 4 * window * 2, "num_classes": 3]
+            case .maxvit:
+                args = ["img_size": 32, "embed_dim": [8, 16], "depths": [1, 2], "stem_width": 8, "head_hidden_size": 16,
+                        "transformer_dim_head": 4, "num_classes": 3]
             }
             let dir = scratch.appendingPathComponent(name)
             try TimmModel.writeRandomCheckpoint(architecture: name, modelArgs: args, to: dir)

@@ -15,6 +15,11 @@ float rf_erf(float x);
 void rf_gelu(float *x, size_t n);
 /* In place: x = x * sigmoid(1.702 x). */
 void rf_quick_gelu(float *x, size_t n);
+/* GELU, tanh approximation (timm gelu_tanh): x·sigmoid(2·sqrt(2/pi)·(x + 0.044715·x^3)). */
+void rf_gelu_tanh(float *x, size_t n);
+/* SiLU x·sigmoid(x); the logistic sigmoid. */
+void rf_silu(float *x, size_t n);
+void rf_sigmoid(float *x, size_t n);
 /* Row-wise softmax of scale*x over the first valid(r) entries of each of `rows` rows (stride ld);
    valid(r) = cols, or min(cols, r + row_offset + 1) when causal; masked entries become 0. */
 void rf_softmax_rows(float *x, size_t rows, size_t cols, size_t ld, float scale, int causal, size_t row_offset);
