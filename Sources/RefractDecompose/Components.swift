@@ -23,9 +23,14 @@ public struct ComponentInfo: Codable, Sendable, Equatable {
         case mergeBias = "merge_bias"
         /// faithful: the read-out's own constant (the final LayerNorm's β).
         case readoutBias = "readout_bias"
+        /// MaxViT: a block's MBConv branch output (its BatchNorms, activations and squeeze-excite frozen inside).
+        case conv
+        /// faithful, MaxViT: the bias of a stage's shortcut convolution.
+        case shortcutBias = "shortcut_bias"
     }
 
-    /// Refract's name: `init`, `attn.B.H`, `attn_bias.B`, `mlp.B`, `merge_bias.S`, `readout_bias`.
+    /// Refract's name: `init`, `attn.B.H`, `attn_bias.B`, `mlp.B`, `merge_bias.S`, `readout_bias`
+    /// (MaxViT: `conv.B`, `shortcut_bias.B`, `attn.B.window.H`, `mlp.B.grid`, ...).
     public var name: String
     /// The official code's name (`layer:LL, attn_head:HH`, `layer:LL, mlp`, `init`), nil for faithful's constants.
     public var official: String?

@@ -39,21 +39,21 @@ extension TimmDecomposer: RunDecomposer {
             ("representation", [d], "the model's representation (timm's pre-logits); faithful components sum to it", true),
             ("components", [components.count, d], "the components in the order of the manifest's options.components", false),
         ]
-        for block in tokenBlocks {
-            let site = sites[block]
+        for site in sites where tokenBlocks.contains(site.index) {
             let shape: [Int]
-            switch model.network {
-            case .vit(let m): shape = [site.heads, m.config.tokens, d]
-            case .swin(let m): shape = [site.heads, m.config.resolution(stage: site.stage), m.config.resolution(stage: site.stage), d]
-            case .maxvit(let m): shape = [site.heads, m.config.resolution(stage: site.stage), m.config.resolution(stage: site.stage), d]
+            if case .vit(let m) = model.network {
+                shape = [site.heads, m.config.tokens, d]
+            } else {
+                let r = site.partition!.resolution
+                shape = [site.heads, r, r, d]
             }
-            list.append(("tokens.\(block)", shape, "block \(block)'s heads split by source token (Σ over tokens = the head's component)", false))
+            list.append(("tokens.\(site.key)", shape, "sub-block \(site.key)'s heads split by source token (Σ over tokens = the head's component)", false))
         }
         return list
     }
 
     var runDimensions: [String: Int] {
-        ["components": components.count, "width": paths.outputWidth, "blocks": sites.count, "fromBlock": fromBlock,
+        ["components": components.count, "width": paths.outputWidth, "blocks": TimmDecomposer.blockCount(model), "fromBlock": fromBlock,
          "imageSize": model.preprocessing.imageSize]
     }
 
@@ -67,7 +67,7 @@ extension TimmDecomposer: RunDecomposer {
     func decomposeRows(_ pixels: [Tensor]) -> [String: Tensor] {
         let batch = self(pixels)
         var rows = ["representation": batch.representation, "components": batch.values]
-        for (block, t) in batch.tokens { rows["tokens.\(block)"] = t }
+        for (key, t) in batch.tokens { rows["tokens.\(key)"] = t }
         return rows
     }
 }

@@ -43,9 +43,10 @@ public struct TimmDecompositionBatch: Sendable {
     public let components: [ComponentInfo]
     public var values: Tensor
     public var representation: Tensor
-    /// Per chosen block: ViT [B, H, T, D'] (tokens in the model's order: class, registers, patches);
-    /// Swin [B, H, R, R, D'] on the stage's real token grid (windows and shift undone).
-    public var tokens: [Int: Tensor]
+    /// Per chosen sub-block ("3"; MaxViT "3.window", "3.grid"): ViT [B, H, T, D'] (tokens in the
+    /// model's order: class, registers, patches); Swin and MaxViT [B, H, R, R, D'] on the stage's
+    /// real token grid (windows, shift and partitions undone).
+    public var tokens: [String: Tensor]
 
     public var count: Int { representation.shape[0] }
 
@@ -58,15 +59,25 @@ public struct TimmDecompositionBatch: Sendable {
     }
 }
 
-/// One decomposed block as the decomposition sees it.
+/// One attention-and-MLP sub-block as the decomposition sees it. ViT and Swin have one per block;
+/// MaxViT two (block and grid attention), beside the block's MBConv branch.
 struct BlockSite {
-    var index: Int            // flat, 0-based from the input
+    var position: Int         // index into `sites`
+    var index: Int            // the block, flat, 0-based from the input (what --from-block counts)
     var stage: Int
     var blockInStage: Int
+    /// Name of the sub-block in component names: "3" (ViT, Swin), "3.window" / "3.grid" (MaxViT).
+    var key: String
+    /// The path level its stream is at (ViT, Swin: the stage; MaxViT: the stage + 1, level 0 being the stem).
+    var level: Int
     var heads: Int
     var width: Int
-    var module: String        // "blocks.3" / "layers.2.blocks.1"
+    var module: String        // "blocks.3" / "layers.2.blocks.1" / "stages.1.blocks.0.attn_block"
     var block: ResidualBlock
+    /// How its attention partitions the stage grid (Swin windows, MaxViT block/grid); nil for ViT.
+    var partition: (any TokenPartition)?
+    /// MaxViT: the official layer number offset of this sub-block within its block (grid 0, window 1).
+    var officialOffset: Int = 0
 }
 
 public final class TimmDecomposer: Sendable {
@@ -83,23 +94,24 @@ public final class TimmDecomposer: Sendable {
     let biasMaps: [[[Float]]]
     /// Position of each component in the output (official order for balasubramanian2024).
     let slot: [String: Int]
+    /// The first decomposed sub-block's position in `sites`, and the path level of `init`.
+    let startPosition: Int
+    let initLevel: Int
 
     public init(model: TimmModel, convention: DecompositionConvention = .faithful, fromBlock: Int = 0, tokenBlocks: [Int] = []) throws {
         guard convention != .gandelsman2024 else {
             throw TimmDecompositionError(message: "gandelsman2024 is the convention of Gandelsman et al.'s CLIP code; timm runs use faithful or balasubramanian2024")
         }
-        if case .maxvit = model.network {
-            throw TimmDecompositionError(message: "\(model.id) is a MaxViT: its decomposition (MBConv branches, shortcuts, block and grid attention) is not built yet; embed-images and classify work")
-        }
         self.model = model
         self.convention = convention
         let sites = Self.sites(model)
-        guard (0..<sites.count).contains(fromBlock) else {
-            throw TimmDecompositionError(message: "--from-block \(fromBlock) does not exist: \(model.id) has blocks 0...\(sites.count - 1)")
+        let blocks = (sites.last?.index ?? -1) + 1
+        guard (0..<blocks).contains(fromBlock) else {
+            throw TimmDecompositionError(message: "--from-block \(fromBlock) does not exist: \(model.id) has blocks 0...\(blocks - 1)")
         }
         let chosen = Array(Set(tokenBlocks)).sorted()
-        if let bad = chosen.first(where: { $0 < fromBlock || $0 >= sites.count }) {
-            throw TimmDecompositionError(message: "token block \(bad) is not decomposed: blocks \(fromBlock)...\(sites.count - 1) are")
+        if let bad = chosen.first(where: { $0 < fromBlock || $0 >= blocks }) {
+            throw TimmDecompositionError(message: "token block \(bad) is not decomposed: blocks \(fromBlock)...\(blocks - 1) are")
         }
         if convention == .balasubramanian2024 {
             if case .vit(let vit) = model.network, vit.config.globalPool != "token" {
@@ -116,7 +128,12 @@ public final class TimmDecomposer: Sendable {
         self.fromBlock = fromBlock
         self.tokenBlocks = chosen
         self.sites = sites
-        let paths = try StagePaths(model: model, convention: convention, firstStage: sites[fromBlock].stage)
+        let start = sites.first { $0.index == fromBlock }!
+        startPosition = start.position
+        // The stream entering the first decomposed block: MaxViT's stage-first block takes its input
+        // on the previous level (its shortcut pools it).
+        if case .maxvit = model.network, start.blockInStage == 0 { initLevel = start.stage } else { initLevel = start.level }
+        let paths = try StagePaths(model: model, convention: convention, firstLevel: initLevel)
         self.paths = paths
         headMaps = sites.map { site in
             guard site.index >= fromBlock else { return [] }
@@ -125,39 +142,55 @@ public final class TimmDecomposer: Sendable {
                 // W_Oᵀ·diag(γ1): column j of W_Oᵀ scaled by γ1[j].
                 Ops.scaleColumns(&wo, g)
             }
-            return paths.maps[site.stage].map { Ops.matmul(wo, $0) }                       // [C, D'] per class
+            return paths.maps[site.level].map { Ops.matmul(wo, $0) }                       // [C, D'] per class
         }
         biasMaps = sites.map { site in
             guard site.index >= fromBlock else { return [] }
             var bias = site.block.outBias                                                  // [C]
             if let g = site.block.layerScale1 { for j in 0..<bias.count { bias.data[j] *= g.data[j] } }
-            return paths.maps[site.stage].map { Ops.matmul(bias.reshaped([1, bias.count]), $0).data }   // [D'] per class
+            return paths.maps[site.level].map { Ops.matmul(bias.reshaped([1, bias.count]), $0).data }   // [D'] per class
         }
         (components, slot) = Self.components(sites: sites, from: fromBlock, convention: convention, model: model)
     }
 
     /// How many blocks a model has, flattened over stages.
-    public static func blockCount(_ model: TimmModel) -> Int { sites(model).count }
+    public static func blockCount(_ model: TimmModel) -> Int { (sites(model).last?.index ?? -1) + 1 }
 
-    /// The blocks of a model, flattened (Swin stage by stage).
+    /// The sub-blocks of a model, flattened (stage by stage; MaxViT: block attention, then grid).
     static func sites(_ model: TimmModel) -> [BlockSite] {
         switch model.network {
         case .vit(let m):
             return m.blocks.enumerated().map {
-                BlockSite(index: $0.offset, stage: 0, blockInStage: $0.offset, heads: m.config.tower.heads, width: m.config.width,
-                          module: "blocks.\($0.offset)", block: $0.element)
+                BlockSite(position: $0.offset, index: $0.offset, stage: 0, blockInStage: $0.offset, key: "\($0.offset)", level: 0,
+                          heads: m.config.tower.heads, width: m.config.width, module: "blocks.\($0.offset)", block: $0.element,
+                          partition: nil)
             }
         case .swin(let m):
             var out: [BlockSite] = []
             for (s, stage) in m.stages.enumerated() {
                 for (b, block) in stage.blocks.enumerated() {
-                    out.append(BlockSite(index: out.count, stage: s, blockInStage: b, heads: m.config.heads[s],
-                                         width: m.config.width(stage: s), module: "layers.\(s).blocks.\(b)", block: block))
+                    out.append(BlockSite(position: out.count, index: out.count, stage: s, blockInStage: b, key: "\(out.count)", level: s,
+                                         heads: m.config.heads[s], width: m.config.width(stage: s), module: "layers.\(s).blocks.\(b)",
+                                         block: block, partition: stage.windows[b]))
                 }
             }
             return out
-        case .maxvit:
-            return []
+        case .maxvit(let m):
+            var out: [BlockSite] = []
+            var index = 0
+            for (s, stage) in m.stages.enumerated() {
+                for (b, block) in stage.enumerated() {
+                    for (name, attention, partition, offset) in [("window", block.blockAttention, block.blockPartition, 1),
+                                                                 ("grid", block.gridAttention, block.gridPartition, 0)] {
+                        out.append(BlockSite(position: out.count, index: index, stage: s, blockInStage: b, key: "\(index).\(name)",
+                                             level: s + 1, heads: m.config.heads(stage: s), width: m.config.width(stage: s),
+                                             module: "stages.\(s).blocks.\(b).\(name == "window" ? "attn_block" : "attn_grid")",
+                                             block: attention, partition: partition, officialOffset: offset))
+                    }
+                    index += 1
+                }
+            }
+            return out
         }
     }
 
@@ -166,32 +199,53 @@ public final class TimmDecomposer: Sendable {
     static func components(sites: [BlockSite], from start: Int, convention: DecompositionConvention, model: TimmModel)
         -> ([ComponentInfo], [String: Int]) {
         let faithful = convention == .faithful
-        let total = sites.count - start
-        var list = [ComponentInfo(name: "init", official: "init", kind: .`init`, block: start, stage: sites[start].stage,
-                                  blockInStage: sites[start].blockInStage)]
-        for site in sites[start...] {
-            if faithful, site.blockInStage == 0, site.stage > sites[start].stage {
-                list.append(ComponentInfo(name: "merge_bias.\(site.stage)", official: nil, kind: .mergeBias, stage: site.stage,
-                                          module: "layers.\(site.stage).downsample.norm.bias"))
+        let maxvit: MaxViT? = { if case .maxvit(let m) = model.network { return m } else { return nil } }()
+        let first = sites.first { $0.index == start }!
+        let total = (sites.last?.index ?? 0) + 1 - start
+        var list = [ComponentInfo(name: "init", official: "init", kind: .`init`, block: start, stage: first.stage,
+                                  blockInStage: first.blockInStage)]
+        var lastBlock = -1
+        for site in sites where site.index >= start {
+            if site.index != lastBlock {
+                lastBlock = site.index
+                if let maxvit {
+                    // A MaxViT block opens with its MBConv: the shortcut's bias (a stage's first block with a
+                    // width change), then the branch.
+                    let p = "stages.\(site.stage).blocks.\(site.blockInStage).conv"
+                    if faithful, maxvit.stages[site.stage][site.blockInStage].conv.shortcut != nil {
+                        list.append(ComponentInfo(name: "shortcut_bias.\(site.index)", official: nil, kind: .shortcutBias, block: site.index,
+                                                  stage: site.stage, blockInStage: site.blockInStage, module: "\(p).shortcut.expand.bias"))
+                    }
+                    let k = total - 1 - (site.index - start)
+                    list.append(ComponentInfo(name: "conv.\(site.index)", official: String(format: "layer:(%02d, %02d), conv", 2 * k, 2 * k + 1),
+                                              kind: .conv, block: site.index, stage: site.stage, blockInStage: site.blockInStage, module: p))
+                } else if faithful, site.blockInStage == 0, site.stage > first.stage {
+                    list.append(ComponentInfo(name: "merge_bias.\(site.stage)", official: nil, kind: .mergeBias, stage: site.stage,
+                                              module: "layers.\(site.stage).downsample.norm.bias"))
+                }
             }
-            let layer = ComponentInfo.officialLayer(block: site.index - start, total: total)
-            let attn = "\(site.module).attn"
+            let layer = maxvit != nil
+                ? String(format: "layer:%02d", 2 * (total - 1 - (site.index - start)) + site.officialOffset)
+                : ComponentInfo.officialLayer(block: site.index - start, total: total)
+            let attn = maxvit != nil ? "\(site.module).attn" : "\(site.module).attn"
             for h in 0..<site.heads {
-                list.append(ComponentInfo(name: "attn.\(site.index).\(h)", official: "\(layer), attn_head:\(String(format: "%02d", h))",
+                list.append(ComponentInfo(name: "attn.\(site.key).\(h)", official: "\(layer), attn_head:\(String(format: "%02d", h))",
                                           kind: .head, block: site.index, stage: site.stage, blockInStage: site.blockInStage,
                                           head: h, module: attn))
             }
             if faithful {
-                list.append(ComponentInfo(name: "attn_bias.\(site.index)", official: nil, kind: .attnBias, block: site.index,
+                list.append(ComponentInfo(name: "attn_bias.\(site.key)", official: nil, kind: .attnBias, block: site.index,
                                           stage: site.stage, blockInStage: site.blockInStage, module: "\(attn).proj.bias"))
             }
-            list.append(ComponentInfo(name: "mlp.\(site.index)", official: "\(layer), mlp", kind: .mlp, block: site.index,
+            list.append(ComponentInfo(name: "mlp.\(site.key)", official: "\(layer), mlp", kind: .mlp, block: site.index,
                                       stage: site.stage, blockInStage: site.blockInStage, module: "\(site.module).mlp"))
         }
         if faithful {
-            let norm: String
-            if case .vit(let m) = model.network, m.config.fcNorm { norm = "fc_norm.bias" } else { norm = "norm.bias" }
-            list.append(ComponentInfo(name: "readout_bias", official: nil, kind: .readoutBias, module: norm))
+            if maxvit == nil {
+                let norm: String
+                if case .vit(let m) = model.network, m.config.fcNorm { norm = "fc_norm.bias" } else { norm = "norm.bias" }
+                list.append(ComponentInfo(name: "readout_bias", official: nil, kind: .readoutBias, module: norm))
+            }
             return (list, Dictionary(uniqueKeysWithValues: list.enumerated().map { ($1.name, $0) }))
         }
         // The official code stacks its dict in sorted key order.
@@ -217,7 +271,6 @@ public final class TimmDecomposer: Sendable {
         /// Head outputs before the out-projection [B·T, C] (balasubramanian2024: from V of LN*(x)).
         var heads: Tensor
         var mlp: Tensor                   // [B·T, C] (LayerScale included)
-        var input: Tensor?                // [B·T, C], the start block only
         var tokenTerms: TokenTerms?       // chosen blocks only
         var order: [Int]? = nil
     }
@@ -226,6 +279,9 @@ public final class TimmDecomposer: Sendable {
         let b = images.count
         var records = [Record?](repeating: nil, count: sites.count)
         var merges: [Int: Tensor] = [:]
+        var convs: [Int: Tensor] = [:]
+        var initInput: Tensor?
+        var initOrder: [Int]?
         let representation: Tensor
         let final: Tensor
         let wantTokens = Set(tokenBlocks)
@@ -244,8 +300,8 @@ public final class TimmDecomposer: Sendable {
                 let heads = self.convention == .balasubramanian2024
                     ? self.officialHeads(trace, site: site, layout: nil, images: b, tokens: t, classOnly: true)
                     : trace.heads
+                if layer == self.fromBlock { initInput = keep(trace.input) }
                 records[layer] = Record(heads: keep(heads), mlp: keep(trace.mlp),
-                                        input: layer == self.fromBlock ? keep(trace.input) : nil,
                                         tokenTerms: wantTokens.contains(layer)
                                             ? TokenTerms.classQuery(qkv: trace.qkv, heads: site.heads, images: b, tokens: t) : nil)
             }
@@ -260,23 +316,42 @@ public final class TimmDecomposer: Sendable {
                 let heads = self.convention == .balasubramanian2024
                     ? self.officialHeads(trace, site: site, layout: layout, images: b, tokens: layout.resolution * layout.resolution, classOnly: false)
                     : trace.heads
-                records[layer] = Record(heads: heads, mlp: trace.mlp, input: layer == self.fromBlock ? trace.input : nil,
+                if layer == self.fromBlock { (initInput, initOrder) = (trace.input, layout.source) }
+                records[layer] = Record(heads: heads, mlp: trace.mlp,
                                         tokenTerms: wantTokens.contains(layer) ? .windows(qkv: trace.qkv, layout: layout) : nil,
                                         order: layout.source)
             }, merged: { s, gathered in merges[s] = gathered })
             final = stream
             representation = swin.readout(stream, images: b)
-        case .maxvit:
-            preconditionFailure("MaxViT is refused by TimmDecomposer.init")
+        case .maxvit(let maxvit):
+            let stream = maxvit.residualStream(images, parallelAttention: parallelAttention) { s, blockInStage, trace in
+                let pair = self.sites.filter { $0.stage == s && $0.blockInStage == blockInStage }      // window, grid
+                let block = pair[0].index
+                guard block >= self.fromBlock else { return }
+                convs[block] = trace.branch
+                if block == self.fromBlock { initInput = trace.input }
+                for (site, t) in zip(pair, [trace.blockAttention, trace.gridAttention]) {
+                    let layout = site.partition!
+                    let heads = self.convention == .balasubramanian2024
+                        ? self.officialHeads(t, site: site, layout: layout, images: b, tokens: layout.source.count, classOnly: false)
+                        : t.heads
+                    records[site.position] = Record(heads: heads, mlp: t.mlp,
+                                                    tokenTerms: wantTokens.contains(block) ? .windows(qkv: t.qkv, layout: layout) : nil,
+                                                    order: layout.source)
+                }
+            }
+            final = stream
+            representation = maxvit.readout(stream, images: b)
         }
         let frozen = paths.freeze(final: final, merges: merges, images: b)
-        return assemble(records: records, frozen: frozen, representation: representation, images: b)
+        return assemble(records: records, convs: convs, initInput: initInput!, initOrder: initOrder, frozen: frozen,
+                        representation: representation, images: b)
     }
 
     /// The official head outputs: A_h · V̂_h with V̂ from LN*(x) = γ1 ⊙ (x − μ)/sqrt(std_unbiased² + 1e-5) + β1.
     /// Per key token j, V̂[j] = α_j · (V[j] − c0) + c0 with α_j = σ_j/σ̂_j and c0 = β1·W_vᵀ + b_v, so
     /// A·V̂ = A·(α ⊙ (V − c0)) + c0 (attention rows sum to one). Rows as computed by the block.
-    func officialHeads(_ trace: BlockTrace, site: BlockSite, layout: WindowLayout?, images: Int, tokens t: Int, classOnly: Bool) -> Tensor {
+    func officialHeads(_ trace: BlockTrace, site: BlockSite, layout: (any TokenPartition)?, images: Int, tokens t: Int, classOnly: Bool) -> Tensor {
         let c = site.width, h = site.heads, dh = c / h, ld = 3 * c
         let eps = Double(paths.modelEps)
         // α per key row of the block's input (its order: grid for ViT, window order for Swin).

@@ -13,7 +13,9 @@ struct StagePaths: Sendable {
     let convention: DecompositionConvention
     /// The blocks' LayerNorm eps (ViT 1e-6, Swin 1e-5).
     let modelEps: Float
-    let firstStage: Int
+    /// The first path level the decomposition starts from (`init`'s); ViT and Swin levels are
+    /// stages, MaxViT's level 0 is the stem and level s + 1 its stage s.
+    let firstLevel: Int
     let outputWidth: Int
     /// Rows recorded per image per stage (a class-token ViT keeps only its class row).
     let tokens: [Int]
@@ -30,18 +32,23 @@ struct StagePaths: Sendable {
         case vitAverage(prefix: Int, tokens: Int, norm: (Tensor, Tensor), afterPooling: Bool)
         /// Swin: the final LayerNorm per token then the mean; merges (γ, β, reduction [C_{s}, 4C_{s-1}]) by stage.
         case swin(resolutions: [Int], norm: (Tensor, Tensor), merges: [Int: (Tensor, Tensor, Tensor)])
+        /// MaxViT: no LayerNorm on the path; the mean over the last stage's tokens. Each stage's first
+        /// block pools its input 2×2 and (when the width changes) maps it by a 1×1 conv whose bias,
+        /// carried to the representation, is kept here by stage [D'].
+        case maxvit(shortcutBias: [Int: [Float]])
     }
 
-    /// The read-out's own LayerNorm β (faithful's `readout_bias`).
+    /// The read-out's own LayerNorm β (faithful's `readout_bias`; MaxViT has none).
     var readoutBias: [Float] {
         switch source {
         case .vitToken(let n), .vitAverage(_, _, let n, _), .swin(_, let n, _): return n.1.data
+        case .maxvit: return [Float](repeating: 0, count: outputWidth)
         }
     }
 
-    init(model: TimmModel, convention: DecompositionConvention, firstStage: Int) throws {
+    init(model: TimmModel, convention: DecompositionConvention, firstLevel: Int) throws {
         self.convention = convention
-        self.firstStage = firstStage
+        self.firstLevel = firstLevel
         let faithful = convention == .faithful
         /// A LayerNorm's linear part on a row vector [C] → [C]: γ ⊙ (r − mean r) (faithful) or γ ⊙ r.
         func normMatrix(_ gamma: Tensor) -> Tensor {
@@ -85,7 +92,7 @@ struct StagePaths: Sendable {
             maps[last] = [normMatrix(swin.norm.weight)]
             classOf[last] = [Int](repeating: 0, count: c.resolution(stage: last) * c.resolution(stage: last))
             var s = last
-            while s > firstStage {
+            while s > firstLevel {
                 // The merge into stage s: part p of the 4C vector, LayerNorm (centring over 4C), reduction.
                 let stage = swin.stages[s]
                 let gamma = stage.mergeNorm!.weight, beta = stage.mergeNorm!.bias, reduction = stage.mergeReduction!   // [2C], [2C], [C', 4C]
@@ -110,8 +117,34 @@ struct StagePaths: Sendable {
             self.classOf = classOf
             tokens = (0..<c.stages).map { c.resolution(stage: $0) * c.resolution(stage: $0) }
             source = .swin(resolutions: (0..<c.stages).map { c.resolution(stage: $0) }, norm: (swin.norm.weight, swin.norm.bias), merges: merges)
-        case .maxvit:
-            throw TimmDecompositionError(message: "\(model.id) is a MaxViT: its decomposition is not built yet")
+        case .maxvit(let m):
+            let c = m.config
+            modelEps = c.normEps
+            outputWidth = c.featureWidth
+            // Levels: 0 the stem output, s + 1 stage s.
+            let widths = [c.stemWidth] + c.embedDims
+            let sides = [c.imageSize / 2] + (0..<c.stages).map { c.resolution(stage: $0) }
+            var maps = [[Tensor]](repeating: [], count: widths.count)
+            var identity = Tensor(zeros: [outputWidth, outputWidth])
+            for i in 0..<outputWidth { identity.data[i * outputWidth + i] = 1 }
+            maps[widths.count - 1] = [identity]
+            var level = widths.count - 1
+            var biases: [Int: [Float]] = [:]
+            while level > firstLevel {
+                // Level `level` is stage s = level − 1, whose first block pools 2×2 (weights) and maps by its 1×1 conv.
+                let stage = level - 1
+                if let shortcut = m.stages[stage][0].conv.shortcut {
+                    biases[stage] = Ops.matmul(shortcut.bias.reshaped([1, shortcut.bias.count]), maps[level][0]).data
+                    maps[level - 1] = [Ops.matmul(Ops.transposed(shortcut.weight), maps[level][0])]      // [C_prev, D']
+                } else {
+                    maps[level - 1] = maps[level]
+                }
+                level -= 1
+            }
+            self.maps = maps
+            tokens = sides.map { $0 * $0 }
+            classOf = tokens.map { [Int](repeating: 0, count: $0) }
+            source = .maxvit(shortcutBias: biases)
         }
     }
 
@@ -184,6 +217,7 @@ struct StagePaths: Sendable {
             }
             frozen.weights[0] = w
         case .swin(let resolutions, let norm, let mergeNorms):
+            let firstStage = firstLevel
             let last = resolutions.count - 1
             let t = tokens[last]
             var w = [Float](repeating: 0, count: images * t)
@@ -239,6 +273,15 @@ struct StagePaths: Sendable {
                 if official { frozen.mergeConstants[s] = mergeTerm } else { frozen.mergeBiases[s] = mergeTerm }
                 s -= 1
             }
+        case .maxvit(let biases):
+            // Pooling and the final mean give every token of a level the same weight, 1/T.
+            for level in firstLevel..<tokens.count {
+                frozen.weights[level] = [Float](repeating: 1 / Float(tokens[level]), count: images * tokens[level])
+            }
+            if official {
+                // Each shortcut bias entering stage s is split over the components present there.
+                for (stage, vector) in biases { frozen.mergeConstants[stage] = (0..<images).flatMap { _ in vector } }
+            }
         }
         return frozen
     }
@@ -250,8 +293,8 @@ struct StagePaths: Sendable {
 enum TokenTerms {
     /// ViT, class query: a[h, cls, j]·v_h[j] as [B, H, T, dh].
     case classQuery([Float], heads: Int, tokens: Int)
-    /// Swin: the block's qkv (window order) and window layout; attention is recomputed.
-    case windows(qkv: Tensor, layout: WindowLayout)
+    /// Swin, MaxViT: the block's qkv (partition order) and partition; attention is recomputed.
+    case windows(qkv: Tensor, layout: any TokenPartition)
 
     static func classQuery(qkv: Tensor, heads: Int, images: Int, tokens t: Int) -> TokenTerms {
         let terms = CLIPDecomposer.classQueryTerms(qkv: qkv, images: images, tokens: t, heads: heads, keepTokens: true)
@@ -318,39 +361,48 @@ extension TimmDecomposer {
         }
     }
 
-    func assemble(records: [Record?], frozen: StagePaths.Frozen, representation: Tensor, images b: Int) -> TimmDecompositionBatch {
+    func assemble(records: [Record?], convs: [Int: Tensor], initInput: Tensor, initOrder: [Int]?, frozen: StagePaths.Frozen,
+                  representation: Tensor, images b: Int) -> TimmDecompositionBatch {
         let d = paths.outputWidth, count = components.count
         let official = convention == .balasubramanian2024
         var values = Tensor(zeros: [b, count, d])                                              // [B, C, D']
-        let start = sites[fromBlock]
         // init: the stream entering the first decomposed block.
-        let input = records[fromBlock]!.input!
-        let w0 = frozen.weights[start.stage]!
-        accumulate(&values, slot: slot["init"]!, sums: classWeighted(input, stage: start.stage, weights: w0, images: b,
-                                                                     order: records[fromBlock]!.order),
-                   classes: paths.maps[start.stage].count, width: start.width, columns: 0..<start.width, maps: paths.maps[start.stage], images: b)
-        var tokens: [Int: Tensor] = [:]
-        for site in sites[fromBlock...] {
-            let record = records[site.index]!
-            let s = site.stage, c = site.width, h = site.heads, dh = c / h, k = paths.maps[s].count
+        let w0 = frozen.weights[initLevel]!
+        accumulate(&values, slot: slot["init"]!, sums: classWeighted(initInput, stage: initLevel, weights: w0, images: b, order: initOrder),
+                   classes: paths.maps[initLevel].count, width: initInput.shape[1], columns: 0..<initInput.shape[1],
+                   maps: paths.maps[initLevel], images: b)
+        // MaxViT: every MBConv branch (on its block's output level), and faithful's shortcut biases.
+        for (block, branch) in convs {
+            let site = sites.first { $0.index == block }!
+            let w = frozen.weights[site.level]!
+            accumulate(&values, slot: slot["conv.\(block)"]!, sums: classWeighted(branch, stage: site.level, weights: w, images: b),
+                       classes: 1, width: branch.shape[1], columns: 0..<branch.shape[1], maps: paths.maps[site.level], images: b)
+            if !official, case .maxvit(let biases) = paths.source, let index = slot["shortcut_bias.\(block)"], let bias = biases[site.stage] {
+                for bi in 0..<b { for j in 0..<d { values.data[(bi * count + index) * d + j] += bias[j] } }
+            }
+        }
+        var tokens: [String: Tensor] = [:]
+        for site in sites where site.index >= fromBlock {
+            let record = records[site.position]!
+            let s = site.level, c = site.width, h = site.heads, dh = c / h, k = paths.maps[s].count
             let w = frozen.weights[s]!
             let headSums = classWeighted(record.heads, stage: s, weights: w, images: b, order: record.order)
             for head in 0..<h {
-                accumulate(&values, slot: slot["attn.\(site.index).\(head)"]!, sums: headSums, classes: k, width: c,
-                           columns: (head * dh)..<((head + 1) * dh), maps: headMaps[site.index], images: b)
+                accumulate(&values, slot: slot["attn.\(site.key).\(head)"]!, sums: headSums, classes: k, width: c,
+                           columns: (head * dh)..<((head + 1) * dh), maps: headMaps[site.position], images: b)
             }
             if official {
                 // b_O/H on every head.
                 for head in 0..<h {
-                    accumulateConstant(&values, slot: slot["attn.\(site.index).\(head)"]!, mapped: biasMaps[site.index], scale: 1 / Float(h),
+                    accumulateConstant(&values, slot: slot["attn.\(site.key).\(head)"]!, mapped: biasMaps[site.position], scale: 1 / Float(h),
                                        stage: s, weights: w, images: b)
                 }
             } else {
-                accumulateConstant(&values, slot: slot["attn_bias.\(site.index)"]!, mapped: biasMaps[site.index], stage: s, weights: w, images: b)
+                accumulateConstant(&values, slot: slot["attn_bias.\(site.key)"]!, mapped: biasMaps[site.position], stage: s, weights: w, images: b)
             }
-            accumulate(&values, slot: slot["mlp.\(site.index)"]!, sums: classWeighted(record.mlp, stage: s, weights: w, images: b, order: record.order),
+            accumulate(&values, slot: slot["mlp.\(site.key)"]!, sums: classWeighted(record.mlp, stage: s, weights: w, images: b, order: record.order),
                        classes: k, width: c, columns: 0..<c, maps: paths.maps[s], images: b)
-            if let terms = record.tokenTerms { tokens[site.index] = tokenMaps(terms, site: site, weights: w, images: b) }
+            if let terms = record.tokenTerms { tokens[site.key] = tokenMaps(terms, site: site, weights: w, images: b) }
         }
         // Constants.
         if official {
@@ -369,8 +421,10 @@ extension TimmDecomposer {
             }
             if let constant = frozen.finalConstant { spread(constant, over: Array(0..<count)) }
         } else {
-            let beta = paths.readoutBias
-            for bi in 0..<b { for j in 0..<d { values.data[(bi * count + slot["readout_bias"]!) * d + j] += beta[j] } }
+            if let readout = slot["readout_bias"] {
+                let beta = paths.readoutBias
+                for bi in 0..<b { for j in 0..<d { values.data[(bi * count + readout) * d + j] += beta[j] } }
+            }
             for (stage, term) in frozen.mergeBiases {
                 let index = slot["merge_bias.\(stage)"]!
                 for bi in 0..<b { for j in 0..<d { values.data[(bi * count + index) * d + j] += term[bi * d + j] } }
@@ -382,7 +436,7 @@ extension TimmDecomposer {
     /// A chosen block's heads split by source token, mapped to the representation.
     func tokenMaps(_ terms: TokenTerms, site: BlockSite, weights w: [Float], images b: Int) -> Tensor {
         let c = site.width, h = site.heads, dh = c / h, d = paths.outputWidth
-        let maps = headMaps[site.index]
+        let maps = headMaps[site.position]
         switch terms {
         case .classQuery(let values, _, let t):
             // [B, H, T, dh] · w[cls] → through the head's block of M (one class).
@@ -404,7 +458,7 @@ extension TimmDecomposer {
         case .windows(let qkv, let layout):
             // For source j of a window: coefficient per class k = Σ_{queries q of its window in class k} w[q]·A[q, j];
             // term = Σ_k coefficient_k · (v_h[j] · (W_O,hᵀ M_k)). Placed at j's real grid position.
-            let n = layout.window * layout.window, r = layout.resolution, per = r * r, k = paths.maps[site.stage].count
+            let n = layout.tokensPerWindow, r = layout.resolution, per = r * r, k = paths.maps[site.level].count
             let ld = 3 * c, scale = 1 / Float(dh).squareRoot()
             var out = Tensor(zeros: [b, h, r, r, d])
             var probs = [Float](repeating: 0, count: n * n)
@@ -429,7 +483,7 @@ extension TimmDecomposer {
                             for i in 0..<(n * k) { coefficients[i] = 0 }
                             for q in 0..<n {
                                 let grid = layout.source[win * n + q]
-                                let wq = w[bi * per + grid], kq = paths.classOf[site.stage][grid]
+                                let wq = w[bi * per + grid], kq = paths.classOf[site.level][grid]
                                 if wq == 0 { continue }
                                 for j in 0..<n { coefficients[j * k + kq] += wq * probs[q * n + j] }
                             }

@@ -88,7 +88,7 @@ final class TimmDecompositionTests: XCTestCase {
                 let block = Int(file.dropFirst("tokens_block".count).dropLast(4))!
                 let decomposer = try TimmDecomposer(model: try Self.model(name), convention: .faithful, fromBlock: 0, tokenBlocks: [block])
                 let batch = decomposer(try Self.pixels(name))
-                let got = try XCTUnwrap(batch.tokens[block])
+                let got = try XCTUnwrap(batch.tokens["\(block)"])
                 let ref = try Self.expected("\(name)/faithful/\(file)")
                 XCTAssertEqual(got.shape, ref.shape, file)
                 let scale = ref.data.map(abs).max()!
@@ -122,6 +122,10 @@ final class TimmDecompositionTests: XCTestCase {
             ("vit_small_patch16_224", ["embed_dim": 24, "depth": 2, "num_heads": 2, "img_size": 32, "global_pool": "avg"]),
             ("vit_small_patch16_224", ["embed_dim": 24, "depth": 2, "num_heads": 2, "img_size": 32, "global_pool": "avg", "fc_norm": false]),
             ("swin_base_patch4_window12_384", ["embed_dim": 8, "depths": [2, 2], "num_heads": [2, 4], "img_size": 96]),
+            ("maxvit_tiny_tf_224", ["img_size": 64, "embed_dim": [16, 32], "depths": [1, 2], "stem_width": 8, "head_hidden_size": 24,
+                                    "num_classes": 5, "transformer_dim_head": 8]),
+            ("maxvit_tiny_tf_224", ["img_size": 64, "embed_dim": [16, 16], "depths": [2, 1], "stem_width": 16, "head_hidden_size": 24,
+                                    "num_classes": 5, "transformer_dim_head": 8]),
         ]
         for (i, (arch, args)) in cases.enumerated() {
             let dir = scratch.appendingPathComponent("\(i)")
@@ -129,7 +133,7 @@ final class TimmDecompositionTests: XCTestCase {
             let model = try TimmModel(location: ModelLocation(directory: dir, layout: .timm, modelId: arch))
             let s = model.preprocessing.imageSize
             let pixels = (0..<3).map { k in Tensor(shape: [3, s, s], data: (0..<(3 * s * s)).map { Float(sin(0.01 * Double($0 * (k + 1)))) }) }
-            for start in [0, 1] {
+            for start in [0, 1, 2] where start < TimmDecomposer.blockCount(model) {
                 let batch = try TimmDecomposer(model: model, convention: .faithful, fromBlock: start)(pixels)
                 assertParity(batch.sum(), batch.representation, .embeddings, "\(arch) \(args) from \(start) sum")
                 assertParity(batch.representation, model.represent(pixels: pixels), .embeddings, "\(arch) representation")
