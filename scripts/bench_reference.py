@@ -25,7 +25,7 @@ Case ids (default: all):
     decompose-official-vit-b-16-b8
                   ViT-B-16 image tower, batch 8, decomposed the way the official
                   research code of Gandelsman et al. (ICLR 2024) does it (see below)
-    timm-deit-b-16-b8, timm-dinov2-b-14-518-b2, timm-swin-b-224-b8
+    timm-deit-b-16-b8, timm-dinov2-b-14-518-b2, timm-swin-b-224-b8, timm-maxvit-s-224-b8
                   timm models (random weights, `timm.create_model(name, pretrained=False)`),
                   `forward_head(forward_features(x), pre_logits=True)` on [batch, 3, S, S]
                   at the model's input size (DINOv2: 518)
@@ -142,6 +142,7 @@ CASES = {
     "timm-deit-b-16-b8": ("deit_base_patch16_224", "timm", 8),
     "timm-dinov2-b-14-518-b2": ("vit_base_patch14_dinov2", "timm", 2),
     "timm-swin-b-224-b8": ("swin_base_patch4_window7_224", "timm", 8),
+    "timm-maxvit-s-224-b8": ("maxvit_small_tf_224", "timm", 8),
 }
 
 # textspan-numpy: one ViT-B-sized head (D' = 512) over 10000 images, the paper's pool size and settings.
@@ -486,7 +487,11 @@ def main(argv=None):
                     if tower == "timm":
                         size = model.pretrained_cfg["input_size"][1:]
                         x = torch.randn(batch, 3, *size, dtype=torch.float32)
-                        fn = lambda: model.forward_head(model.forward_features(x), pre_logits=True)  # noqa: E731
+                        if model_name.startswith("maxvit"):
+                            # the representation decomposed: the last stage's spatial mean
+                            fn = lambda: model.forward_features(x).mean((-1, -2))  # noqa: E731
+                        else:
+                            fn = lambda: model.forward_head(model.forward_features(x), pre_logits=True)  # noqa: E731
                         extra = {"input": list(x.shape), "unit": "images/s"}
                     elif tower == "image":
                         size = model.visual.image_size

@@ -1,5 +1,5 @@
 // timm section: images/s of Refract's timm forward passes (random weights, the real loader on a
-// written checkpoint) for DeiT-B/16 at 224, DINOv2-B/14 at 518 and Swin-B at 224, the
+// written checkpoint) for DeiT-B/16 at 224, DINOv2-B/14 at 518, Swin-B at 224 and MaxViT-S at 224, the
 // decomposition's overhead over the plain forward (heads; tokens of the last block), measured
 // interleaved as in the decompose section; timm itself on the same shapes and threads in
 // scripts/bench_reference.py (cases timm-*).
@@ -37,6 +37,7 @@ enum TimmBench {
         ("deit_base_patch16_224", [:], 8, "timm-deit-b-16-b8"),
         ("vit_base_patch14_dinov2", ["num_classes": 0], 2, "timm-dinov2-b-14-518-b2"),
         ("swin_base_patch4_window7_224", [:], 8, "timm-swin-b-224-b8"),
+        ("maxvit_small_tf_224", [:], 8, "timm-maxvit-s-224-b8"),
     ]
 
     static func run(quick: Bool) throws -> TimmBenchResults {
