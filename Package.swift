@@ -97,6 +97,6 @@ let package = Package(
         .testTarget(name: "RefractSegmentTests", dependencies: ["RefractSegment", "RefractTestSupport"]),
         .testTarget(name: "RefractRetrieveTests", dependencies: ["RefractRetrieve", "RefractTestSupport"]),
         .testTarget(name: "RefractSpuriousTests", dependencies: ["RefractSpurious", "RefractTestSupport"]),
-        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractStore", "RefractDecompose", "RefractImage", "refract"]),
+        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractTimm", "RefractStore", "RefractDecompose", "RefractImage", "refract"]),
     ]
 )

@@ -161,3 +161,49 @@ enum SafetensorsPeek {
         }
     }
 }
+
+import RefractTimm
+
+extension CLITests {
+    /// A random-weight MaxViT (two stages, a shortcut conv, block and grid attention): classify,
+    /// decompose in both conventions, export, and the faithful components sum to the representation.
+    func testMaxViTRunsEndToEnd() throws {
+        let model = scratch.appendingPathComponent("maxvit")
+        try TimmModel.writeRandomCheckpoint(architecture: "maxvit_tiny_tf_224", modelArgs: [
+            "img_size": 64, "embed_dim": [16, 32], "depths": [1, 2], "stem_width": 8, "head_hidden_size": 24,
+            "num_classes": 10, "transformer_dim_head": 8], to: model, seed: 4)
+        let c = try refract(["classify", "--model", model.path, "--top-k", "2", path(Self.models, "inputs")])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        for convention in ["faithful", "balasubramanian2024"] {
+            let run = path(scratch, "maxvit-\(convention)"), out = path(scratch, "maxvit-\(convention)-npy")
+            var args = ["decompose", "--model", model.path, "--output", run, "--convention", convention, "--from-block", "1"]
+            if convention == "faithful" { args += ["--tokens", "2"] }
+            let r = try refract(args + [path(Self.models, "inputs")])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(try refract(["export", "--run", run, "--output", out]).status, 0)
+            let listing = try JSONDecoder().decode(ComponentsJSON.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/components.json")))
+            let components = try NPY.read(URL(fileURLWithPath: out + "/components.npy")).tensor
+            let representation = try NPY.read(URL(fileURLWithPath: out + "/representation.npy")).tensor
+            let n = components.shape[0], k = components.shape[1], d = components.shape[2]
+            XCTAssertTrue(listing.components.contains { $0.name == "conv.1" && $0.official == "layer:(02, 03), conv" }, "\(listing.components.map(\.name))")
+            XCTAssertTrue(listing.components.contains { $0.name == "attn.2.grid.3" && $0.official == "layer:00, attn_head:03" })
+            XCTAssertEqual(listing.components.contains { $0.name == "shortcut_bias.1" }, convention == "faithful")
+            var worst: Float = 0, scale: Float = 0
+            for i in 0..<n {
+                for j in 0..<d {
+                    var sum: Float = 0
+                    for m in 0..<k { sum += components.data[(i * k + m) * d + j] }
+                    worst = max(worst, abs(sum - representation.data[i * d + j]))
+                    scale = max(scale, abs(representation.data[i * d + j]))
+                }
+            }
+            if convention == "faithful" {
+                XCTAssertLessThanOrEqual(worst, 1e-5 * scale)
+                let tokens = try NPY.read(URL(fileURLWithPath: out + "/tokens.2.window.npy")).tensor
+X
+            } else {
+                XCTAssertLessThanOrEqual(worst, 0.2 * scale)    // off by design (the value path's LayerNorm)
+            }
+        }
+    }
+}
