@@ -200,7 +200,7 @@ extension CLITests {
             if convention == "faithful" {
                 XCTAssertLessThanOrEqual(worst, 1e-5 * scale)
                 let tokens = try NPY.read(URL(fileURLWithPath: out + "/tokens.2.window.npy")).tensor
-X
+                XCTAssertEqual(tokens.shape, [n, 4, 8, 8, d])   // 4 heads on stage 1 (an 8×8 grid)
             } else {
                 XCTAssertLessThanOrEqual(worst, 0.2 * scale)    // off by design (the value path's LayerNorm)
             }
