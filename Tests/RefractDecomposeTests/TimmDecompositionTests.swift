@@ -140,4 +140,31 @@ final class TimmDecompositionTests: XCTestCase {
             }
         }
     }
+
+    /// MaxViT's per-token terms of block and grid attention, on the stage's real grid, sum to their heads.
+    func testMaxViTTokensSumToTheirHeads() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("refract-maxvit-tokens-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try TimmModel.writeRandomCheckpoint(architecture: "maxvit_tiny_tf_224", modelArgs: [
+            "img_size": 64, "embed_dim": [16, 32], "depths": [1, 2], "stem_width": 8, "head_hidden_size": 24,
+            "num_classes": 5, "transformer_dim_head": 8], to: dir, seed: 21)
+        let model = try TimmModel(location: ModelLocation(directory: dir, layout: .timm, modelId: "maxvit"))
+        let pixels = (0..<2).map { k in Tensor(shape: [3, 64, 64], data: (0..<(3 * 64 * 64)).map { Float(cos(0.003 * Double($0 * (k + 2)))) }) }
+        let batch = try TimmDecomposer(model: model, convention: .faithful, fromBlock: 0, tokenBlocks: [0, 2])(pixels)
+        XCTAssertEqual(Set(batch.tokens.keys), ["0.window", "0.grid", "2.window", "2.grid"])
+        let c = batch.components.count, d = batch.representation.shape[1]
+        for (key, t) in batch.tokens {
+            let h = t.shape[1], per = t.shape[2] * t.shape[3]
+            for i in 0..<2 {
+                for head in 0..<h {
+                    let slot = batch.components.firstIndex { $0.name == "attn.\(key).\(head)" }!
+                    for j in 0..<d {
+                        var sum: Float = 0
+                        for k in 0..<per { sum += t.data[((i * h + head) * per + k) * d + j] }
+                        XCTAssertEqual(sum, batch.values.data[(i * c + slot) * d + j], accuracy: 1e-5, "\(key) head \(head)")
+                    }
+                }
+            }
+        }
+    }
 }
