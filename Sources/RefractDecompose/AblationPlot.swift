@@ -21,7 +21,8 @@ public enum AblationPlot {
         return LinePlot(
             title: blocks ? "Mean-ablating the last K blocks: \(name) (\(report.images) images)"
                           : "Mean-ablating attention layers 0..l: \(name) (\(report.images) images)",
-            xLabel: blocks ? "blocks ablated from the last, K" : "last ablated attention layer l",
+            xLabel: blocks ? (report.curve!.hasPrefix("parts") ? "parts ablated from the last" : "blocks ablated from the last, K")
+                           : "last ablated attention layer l",
             yLabel: blocks ? "accuracy of the model's head (%)" : "zero-shot accuracy (%)",
             series: [Series(name: "top-1", x: xs, y: curve.map(\.top1)),
                      Series(name: "top-5", x: xs, y: curve.map(\.top5))],

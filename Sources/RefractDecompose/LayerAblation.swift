@@ -26,16 +26,39 @@ public enum LayerAblation {
         }
         let images = try MeanAblation.labelledImages(reader)
         let (mapping, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: classes, file: classFile)
-        // Blocks from the last backwards, and the components of each.
+        // Blocks from the last backwards, and the components of each. MaxViT goes part by part, in the
+        // official order within a block: grid MLP, grid attention, window MLP, window attention, conv.
         let blocks = Array(Set(components.compactMap { $0.kind == .`init` ? nil : $0.block })).sorted(by: >)
         let initSlot = components.firstIndex { $0.kind == .`init` }!
         var ids = ["baseline", "init"]
         var ablated: [[Int]] = [[], [initSlot]]
+        var descriptions = ["nothing ablated", "init (the stream entering block \(components[initSlot].block ?? 0)) replaced by its mean"]
         var cumulative: [Int] = []
-        for (k, block) in blocks.enumerated() {
-            cumulative += components.indices.filter { components[$0].block == block && components[$0].kind != .`init` }
-            ids.append("last_\(k + 1)_blocks")
-            ablated.append(cumulative)
+        let maxvit = components.contains { $0.kind == .conv }
+        for block in blocks {
+            let mine = components.indices.filter { components[$0].block == block && components[$0].kind != .`init` }
+            if maxvit {
+                for (part, label) in [(".grid", "grid MLP"), (".grid", "grid attention"), (".window", "window MLP"),
+                                      (".window", "window attention"), ("", "MBConv")] {
+                    let slots = mine.filter { i in
+                        let name = components[i].name
+                        switch label {
+                        case "grid MLP", "window MLP": return name == "mlp.\(block)\(part)"
+                        case "MBConv": return components[i].kind == .conv || components[i].kind == .shortcutBias
+                        default: return name.hasPrefix("attn.\(block)\(part).") || name == "attn_bias.\(block)\(part)"
+                        }
+                    }
+                    cumulative += slots
+                    ids.append("block_\(block)_\(label.replacingOccurrences(of: " ", with: "_").lowercased())")
+                    ablated.append(cumulative)
+                    descriptions.append("from the last block down to block \(block)'s \(label): every part replaced by its mean")
+                }
+            } else {
+                cumulative += mine
+                ids.append("last_\(ablated.count - 1)_blocks")
+                ablated.append(cumulative)
+                descriptions.append("the last \(ablated.count - 2) decomposed block(s) (\(block)...\(blocks[0])): every head, attention bias and MLP replaced by its mean")
+            }
         }
         let c = components.count
         // Means of every component over the reference run.
@@ -76,22 +99,15 @@ public enum LayerAblation {
         }
         let count = max(images.count, 1)
         let studies = ids.enumerated().map { s, id -> AblationStudy in
-            let description: String
-            switch id {
-            case "baseline": description = "nothing ablated"
-            case "init": description = "init (the stream entering block \(components[initSlot].block ?? 0)) replaced by its mean"
-            default:
-                let k = s - 1
-                description = "the last \(k) decomposed block(s) (\(blocks[k - 1])...\(blocks[0])): every head, attention bias and MLP replaced by its mean"
-            }
-            return AblationStudy(id: id, description: description, lastAblatedLayer: s >= 2 ? s - 1 : (s == 0 ? 0 : nil),
-                                 top1: 100 * Double(top1[s]) / Double(count), top5: 100 * Double(top5[s]) / Double(count),
-                                 top1Correct: top1[s], top5Correct: top5[s])
+            AblationStudy(id: id, description: descriptions[s], lastAblatedLayer: s >= 2 ? s - 1 : (s == 0 ? 0 : nil),
+                          top1: 100 * Double(top1[s]) / Double(count), top5: 100 * Double(top5[s]) / Double(count),
+                          top1Correct: top1[s], top5Correct: top5[s])
         }
         var report = AblationReport(run: reader.run.path, meansFrom: reference.run.path, model: reader.manifest.model.id,
                                     convention: reader.manifest.convention, images: images.count, classes: classes.count,
                                     labelMapping: mapping.rawValue, studies: studies)
-        report.curve = "blocks mean-ablated, from the last backwards"
+        report.curve = maxvit ? "parts mean-ablated, from the last block backwards (grid MLP, grid attention, window MLP, window attention, MBConv)"
+                              : "blocks mean-ablated, from the last backwards"
         return report
     }
 }

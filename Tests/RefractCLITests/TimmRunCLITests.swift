@@ -207,3 +207,24 @@ extension CLITests {
         }
     }
 }
+
+extension CLITests {
+    /// MaxViT's ablation goes part by part in the official order (grid MLP, grid attention, window
+    /// MLP, window attention, MBConv), through the model's nonlinear head.
+    func testMaxViTAblationGoesPartByPart() throws {
+        let model = scratch.appendingPathComponent("maxvit-ablate")
+        try TimmModel.writeRandomCheckpoint(architecture: "maxvit_tiny_tf_224", modelArgs: [
+            "img_size": 64, "embed_dim": [16, 32], "depths": [1, 2], "stem_width": 8, "head_hidden_size": 24,
+            "num_classes": 10, "transformer_dim_head": 8], to: model, seed: 6)
+        let data = try labelledImages("2", "7")
+        let run = path(scratch, "maxvit-ablate-run"), out = path(scratch, "maxvit-ablate-out")
+        XCTAssertEqual(try refract(["decompose", "--model", model.path, "--output", run, "--from-block", "1", data]).status, 0)
+        let r = try refract(["ablate", "--run", run, "--output", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        struct Report: Decodable { struct Study: Decodable { var id: String }; var studies: [Study] }
+        let report = try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/ablation.json")))
+        XCTAssertEqual(Array(report.studies.map(\.id).prefix(7)),
+                       ["baseline", "init", "block_2_grid_mlp", "block_2_grid_attention", "block_2_window_mlp", "block_2_window_attention", "block_2_mbconv"])
+        XCTAssertEqual(report.studies.count, 2 + 5 * 2)
+    }
+}

@@ -135,4 +135,25 @@ final class TimmConfigTests: XCTestCase {
         XCTAssertEqual(Double(top[0].probability), exp(3.0) / z, accuracy: 1e-6)
         XCTAssertEqual(Double(top[2].probability), exp(1.0) / z, accuracy: 1e-6)
     }
+
+    /// MaxViT options Refract does not build, and sizes that do not partition, refused by name.
+    func testBadMaxViTConfigs() throws {
+        let base: [String: Any] = ["img_size": 64, "embed_dim": [16, 32], "depths": [1, 2], "stem_width": 8, "head_hidden_size": 24,
+                                   "num_classes": 4, "transformer_dim_head": 8]
+        for (change, key) in [(["block_type": ["C", "T"]], "model_args.block_type"),
+                              (["transformer_window_size": 2, "transformer_grid_size": 4], "model_args.transformer_grid_size"),
+                              (["img_size": 48, "transformer_window_size": 4], "model_args.img_size"),
+                              (["transformer_dim_head": 5], "model_args.embed_dim[0]"),
+                              (["conv_attn_layer": "eca"], "model_args.conv_attn_layer")] as [([String: Any], String)] {
+            let dir = scratch.appendingPathComponent("maxvit-\(UUID().uuidString.prefix(6))")
+            // A valid checkpoint first, then its config made bad.
+            try TimmModel.writeRandomCheckpoint(architecture: "maxvit_tiny_tf_224", modelArgs: base, to: dir)
+            let url = dir.appendingPathComponent("config.json")
+            var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+            config["model_args"] = base.merging(change) { $1 }
+            try JSONSerialization.data(withJSONObject: config).write(to: url)
+            let message = refusal(dir)
+            XCTAssertTrue(message.contains(key) && message.contains("config.json"), "\(change): \(message)")
+        }
+    }
 }
