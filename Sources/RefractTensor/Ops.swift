@@ -139,6 +139,25 @@ public enum Ops {
         return Tensor(shape: [g * g, width], data: out)
     }
 
+    /// The mean of each group of consecutive rows: x [G·N, D] → [G, D] (pooling tokens per image).
+    public static func meanRows(_ x: Tensor, groups: Int) -> Tensor {
+        let d = x.shape[1], per = x.shape[0] / max(groups, 1)
+        var out = [Float](repeating: 0, count: groups * d)                              // [G, D]
+        x.data.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for g in 0..<groups {
+                    let o = dst.baseAddress! + g * d
+                    for r in 0..<per {
+                        let row = src.baseAddress! + (g * per + r) * d
+                        for j in 0..<d { o[j] += row[j] }
+                    }
+                    for j in 0..<d { o[j] /= Float(per) }
+                }
+            }
+        }
+        return Tensor(shape: [groups, d], data: out)
+    }
+
     /// x[R, D] ⊙ g[D] per row, in place (LayerScale).
     public static func scaleColumns(_ x: inout Tensor, _ g: Tensor) {
         precondition(x.rank == 2 && g.count == x.shape[1], "scaleColumns: \(x.shape) vs \(g.shape)")

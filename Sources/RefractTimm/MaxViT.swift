@@ -336,12 +336,7 @@ public struct MBConv: Sendable {
         norm2.apply(&d, activation: .geluTanh)
         // Squeeze-excite: the mean over positions, fc1, SiLU, fc2, sigmoid, per image.
         let m = d.shape[1], per = out * out
-        var pooled = [Float](repeating: 0, count: images * m)                            // [B, mid]
-        for b in 0..<images {
-            for r in 0..<per { for j in 0..<m { pooled[b * m + j] += d.data[(b * per + r) * m + j] } }
-            for j in 0..<m { pooled[b * m + j] /= Float(per) }
-        }
-        var g = Ops.linear(Tensor(shape: [images, m], data: pooled), weight: se1.weight, bias: se1.bias)   // [B, rd]
+        var g = Ops.linear(Ops.meanRows(d, groups: images), weight: se1.weight, bias: se1.bias)   // [B, rd]
         g.data.withUnsafeMutableBufferPointer { Kernels.silu($0) }
         var gate = Ops.linear(g, weight: se2.weight, bias: se2.bias)                      // [B, mid]
         gate.data.withUnsafeMutableBufferPointer { Kernels.sigmoid($0) }
@@ -511,13 +506,7 @@ public struct MaxViT: Sendable {
 
     /// The representation [B, C]: the spatial mean of the last stage's output.
     public func readout(_ final: Tensor, images: Int) -> Tensor {
-        let c = final.shape[1], per = final.shape[0] / max(images, 1)
-        var pooled = [Float](repeating: 0, count: images * c)
-        for b in 0..<images {
-            for r in 0..<per { for j in 0..<c { pooled[b * c + j] += final.data[(b * per + r) * c + j] } }
-            for j in 0..<c { pooled[b * c + j] /= Float(per) }
-        }
-        return Tensor(shape: [images, c], data: pooled)
+        Ops.meanRows(final, groups: images)                                               // [B, C]
     }
 
     public func callAsFunction(_ images: [Tensor]) -> Tensor {

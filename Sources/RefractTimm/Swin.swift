@@ -321,14 +321,8 @@ public struct SwinTransformer: Sendable {
 
     /// Pre-logits features [B, C_last]: the final LayerNorm on every token, then their mean.
     public func readout(_ final: Tensor, images: Int) -> Tensor {
-        let c = config, d = c.featureWidth, t = c.resolution(stage: c.stages - 1) * c.resolution(stage: c.stages - 1)
-        let x = Ops.layerNorm(final, weight: norm.weight, bias: norm.bias, eps: c.layerNormEps)      // [B·T, C]
-        var pooled = [Float](repeating: 0, count: images * d)                                       // [B, C]
-        for b in 0..<images {
-            for i in 0..<t { for j in 0..<d { pooled[b * d + j] += x.data[(b * t + i) * d + j] } }
-            for j in 0..<d { pooled[b * d + j] /= Float(t) }
-        }
-        return Tensor(shape: [images, d], data: pooled)
+        let x = Ops.layerNorm(final, weight: norm.weight, bias: norm.bias, eps: config.layerNormEps)   // [B·T, C]
+        return Ops.meanRows(x, groups: images)                                                       // [B, C]
     }
 
     /// Pre-logits features [B, C_last] of preprocessed images, one batch slice per core.
