@@ -12,7 +12,7 @@ import XCTest
 final class TimmDecompositionTests: XCTestCase {
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/timm", isDirectory: true)
-    static let models = ["deit-tiny", "dino-tiny", "dinov2-tiny", "dinov2-reg-tiny", "dinov2-f16-tiny", "swin-tiny"]
+    static let models = ["deit-tiny", "dino-tiny", "dinov2-tiny", "dinov2-reg-tiny", "dinov2-f16-tiny", "swin-tiny", "maxvit-tiny", "maxvit-pico"]
 
     struct ComponentsFile: Decodable {
         struct Entry: Decodable { var name: String; var official: String? }
@@ -85,10 +85,13 @@ final class TimmDecompositionTests: XCTestCase {
             let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.appendingPathComponent("expected/\(name)/faithful").path)
                 .filter { $0.hasPrefix("tokens_block") }
             for file in files {
-                let block = Int(file.dropFirst("tokens_block".count).dropLast(4))!
+                // tokens_block3.npy (ViT, Swin) or tokens_block1_window.npy (MaxViT: sub-block "1.window").
+                let stem = String(file.dropFirst("tokens_block".count).dropLast(4))
+                let key = stem.replacingOccurrences(of: "_", with: ".")
+                let block = Int(stem.split(separator: "_")[0])!
                 let decomposer = try TimmDecomposer(model: try Self.model(name), convention: .faithful, fromBlock: 0, tokenBlocks: [block])
                 let batch = decomposer(try Self.pixels(name))
-                let got = try XCTUnwrap(batch.tokens["\(block)"])
+                let got = try XCTUnwrap(batch.tokens[key], "\(name) \(key): \(batch.tokens.keys.sorted())")
                 let ref = try Self.expected("\(name)/faithful/\(file)")
                 XCTAssertEqual(got.shape, ref.shape, file)
                 let scale = ref.data.map(abs).max()!
@@ -99,7 +102,7 @@ final class TimmDecompositionTests: XCTestCase {
                 let n = ref.shape[0], h = ref.shape[1], d = ref.shape[ref.rank - 1], t = ref.count / (n * h * d)
                 for i in 0..<n {
                     for head in 0..<h {
-                        let slot = batch.components.firstIndex { $0.name == "attn.\(block).\(head)" }!
+                        let slot = batch.components.firstIndex { $0.name == "attn.\(key).\(head)" }!
                         for j in 0..<d {
                             var sum: Float = 0
                             for k in 0..<t { sum += got.data[((i * h + head) * t + k) * d + j] }

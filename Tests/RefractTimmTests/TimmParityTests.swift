@@ -14,7 +14,7 @@ enum TimmFixtures {
     static let directory = root.appendingPathComponent("timm", isDirectory: true)
     static let images = ["img0_40x32.png", "img1_32x48.png", "img2_64x64.png", "img3_33x31.png"]
     static let vits = ["deit-tiny", "dino-tiny", "dinov2-tiny", "dinov2-reg-tiny", "dinov2-f16-tiny"]
-    static let all = vits + ["swin-tiny"]
+    static let all = vits + ["swin-tiny", "maxvit-tiny", "maxvit-pico"]
 
     static func model(_ name: String) throws -> TimmModel {
         let dir = directory.appendingPathComponent(name)
