@@ -169,9 +169,7 @@ public struct WindowLayout: TokenPartition {
             }
         }
         self.source = source
-        var position = [Int](repeating: 0, count: r * r)
-        for (k, row) in source.enumerated() { position[row] = k }
-        self.position = position
+        position = Self.inverse(source)
         // Relative position bias: table[(yi − yj + w − 1)(2w − 1) + (xi − xj + w − 1), head].
         var relative = [Float](repeating: 0, count: heads * n * n)                  // [heads, n, n]
         for i in 0..<n {
