@@ -48,6 +48,8 @@ let package = Package(
         ),
         // timm checkpoints (ViT, DeiT, DINO, DINOv2, Swin): configuration, registry, forward passes.
         .target(name: "RefractTimm", dependencies: ["RefractCLIP", "RefractCheckpoint", "RefractImage", "RefractTensor"]),
+        // CompAlign: linear maps of every component into CLIP space (Balasubramanian et al.).
+        .target(name: "RefractAlign", dependencies: ["RefractTensor"]),
         // Run stores: manifest + safetensors shards of per-image tensors, resumable writing, reading, export.
         .target(name: "RefractStore", dependencies: ["RefractTensor", "RefractCheckpoint"]),
         // PNG charts (line plots) drawn in memory and written with libpng.
@@ -94,6 +96,7 @@ let package = Package(
         .testTarget(name: "RefractTextSpanTests", dependencies: ["RefractTextSpan", "RefractTestSupport"]),
         .testTarget(name: "RefractHDF5Tests", dependencies: ["RefractHDF5"]),
         .testTarget(name: "RefractTimmTests", dependencies: ["RefractTimm", "RefractTestSupport"]),
+        .testTarget(name: "RefractAlignTests", dependencies: ["RefractAlign", "RefractTestSupport"]),
         .testTarget(name: "RefractSegmentTests", dependencies: ["RefractSegment", "RefractTestSupport"]),
         .testTarget(name: "RefractRetrieveTests", dependencies: ["RefractRetrieve", "RefractTestSupport"]),
         .testTarget(name: "RefractSpuriousTests", dependencies: ["RefractSpurious", "RefractTestSupport"]),
