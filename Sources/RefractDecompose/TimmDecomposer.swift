@@ -359,10 +359,7 @@ public final class TimmDecomposer: Sendable {
         var alpha = [Float](repeating: 0, count: rows)
         trace.input.data.withUnsafeBufferPointer { x in
             for r in 0..<rows {
-                var mean = 0.0, sq = 0.0
-                for j in 0..<c { mean += Double(x[r * c + j]) }
-                mean /= Double(c)
-                for j in 0..<c { let d = Double(x[r * c + j]) - mean; sq += d * d }
+                let sq = StagePaths.moments(x.baseAddress! + r * c, c).squares
                 let sigma = (sq / Double(c) + eps).squareRoot()
                 let sigmaHat = (sq / Double(c - 1) + 1e-5).squareRoot()
                 alpha[r] = Float(sigma / sigmaHat)

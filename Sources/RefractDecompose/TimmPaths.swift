@@ -30,12 +30,20 @@ struct StagePaths: Sendable {
         /// LayerNorm after pooling (`fc_norm`) or before it on every token.
         case vitToken(norm: (Tensor, Tensor))
         case vitAverage(prefix: Int, tokens: Int, norm: (Tensor, Tensor), afterPooling: Bool)
-        /// Swin: the final LayerNorm per token then the mean; merges (γ, β, reduction [C_{s}, 4C_{s-1}]) by stage.
-        case swin(resolutions: [Int], norm: (Tensor, Tensor), merges: [Int: (Tensor, Tensor, Tensor)])
+        /// Swin: the final LayerNorm per token then the mean; by the stage each merge opens, its β
+        /// and γ through the reduction and the rest of the path, per class of that stage [D'].
+        case swin(resolutions: [Int], norm: (Tensor, Tensor), merges: [Int: MergeConstants])
         /// MaxViT: no LayerNorm on the path; the mean over the last stage's tokens. Each stage's first
         /// block pools its input 2×2 and (when the width changes) maps it by a 1×1 conv whose bias,
         /// carried to the representation, is kept here by stage [D'].
         case maxvit(shortcutBias: [Int: [Float]])
+    }
+
+    /// A merge LayerNorm's β and γ as rows [4C] through the reduction and M_{s,k}: β·Rᵀ·M_{s,k} and
+    /// γ·Rᵀ·M_{s,k} per class k [D'], so that per image a class's constant is two scaled rows.
+    struct MergeConstants: Sendable {
+        let beta: [[Float]]
+        let gamma: [[Float]]
     }
 
     /// The read-out's own LayerNorm β (faithful's `readout_bias`; MaxViT has none).
@@ -88,7 +96,7 @@ struct StagePaths: Sendable {
             let last = c.stages - 1
             var maps = [[Tensor]](repeating: [], count: c.stages)
             var classOf = [[Int]](repeating: [], count: c.stages)
-            var merges: [Int: (Tensor, Tensor, Tensor)] = [:]
+            var merges: [Int: MergeConstants] = [:]
             maps[last] = [normMatrix(swin.norm.weight)]
             classOf[last] = [Int](repeating: 0, count: c.resolution(stage: last) * c.resolution(stage: last))
             var s = last
@@ -96,7 +104,11 @@ struct StagePaths: Sendable {
                 // The merge into stage s: part p of the 4C vector, LayerNorm (centring over 4C), reduction.
                 let stage = swin.stages[s]
                 let gamma = stage.mergeNorm!.weight, beta = stage.mergeNorm!.bias, reduction = stage.mergeReduction!   // [2C], [2C], [C', 4C]
-                merges[s] = (gamma, beta, reduction)
+                func throughPath(_ row: Tensor) -> [[Float]] {
+                    let reduced = Ops.linear(row.reshaped([1, row.count]), weight: reduction, bias: nil)          // [1, C']
+                    return maps[s].map { Ops.matmul(reduced, $0).data }                                           // [D'] per class
+                }
+                merges[s] = MergeConstants(beta: throughPath(beta), gamma: throughPath(gamma))
                 let g = Ops.matmul(normMatrix(gamma), Ops.transposed(reduction))                  // [4C, C']
                 let cPrev = c.width(stage: s - 1), k = maps[s].count
                 var previous: [Tensor] = []
@@ -162,13 +174,19 @@ struct StagePaths: Sendable {
         var mergeBiases: [Int: [Float]] = [:]
     }
 
-    /// Mean and σ of a row: σ = sqrt(biased variance + eps) (faithful) or sqrt(unbiased variance + 1e-5).
-    func statistics(_ row: UnsafePointer<Float>, _ c: Int) -> (mean: Double, sigma: Double) {
+    /// A row's mean and its sum of squared deviations from it (two passes, in Double).
+    static func moments(_ row: UnsafePointer<Float>, _ c: Int) -> (mean: Double, squares: Double) {
         var mean = 0.0
         for j in 0..<c { mean += Double(row[j]) }
         mean /= Double(c)
         var sq = 0.0
         for j in 0..<c { let d = Double(row[j]) - mean; sq += d * d }
+        return (mean, sq)
+    }
+
+    /// Mean and σ of a row: σ = sqrt(biased variance + eps) (faithful) or sqrt(unbiased variance + 1e-5).
+    func statistics(_ row: UnsafePointer<Float>, _ c: Int) -> (mean: Double, sigma: Double) {
+        let (mean, sq) = Self.moments(row, c)
         let sigma = convention == .faithful ? (sq / Double(c) + Double(modelEps)).squareRoot() : (sq / Double(c - 1) + 1e-5).squareRoot()
         return (mean, sigma)
     }
@@ -216,7 +234,7 @@ struct StagePaths: Sendable {
                 }
             }
             frozen.weights[0] = w
-        case .swin(let resolutions, let norm, let mergeNorms):
+        case .swin(let resolutions, let norm, let mergeConstants):
             let firstStage = firstLevel
             let last = resolutions.count - 1
             let t = tokens[last]
@@ -237,7 +255,7 @@ struct StagePaths: Sendable {
             if official { frozen.finalConstant = constant }
             var s = last
             while s > firstStage {
-                let (gamma, beta, reduction) = mergeNorms[s]!
+                let constants = mergeConstants[s]!
                 let gathered = merges[s]!                                   // [B·T_s, 4C]
                 let width = gathered.shape[1], tNext = tokens[s], tPrev = tokens[s - 1]
                 let r = resolutions[s - 1], half = r / 2
@@ -252,20 +270,20 @@ struct StagePaths: Sendable {
                             let merged = ((i / r) / 2) * half + (i % r) / 2
                             prev[b * tPrev + i] = Float(Double(next[b * tNext + merged]) / sigma[merged])
                         }
-                        // The constant each merged token adds, per class of the stage it opens:
-                        // faithful β·Rᵀ; official (β − γμ/σ̂)·Rᵀ, both weighted by the token's weight.
-                        var perClass = [[Double]](repeating: [Double](repeating: 0, count: width), count: maps[s].count)
+                        // The constant each merged token adds, weighted by the token's weight: faithful
+                        // β·Rᵀ·M_k; official (β − γμ/σ̂)·Rᵀ·M_k. Per class k that is Σw·(βRᵀM_k) − Σwμ/σ̂·(γRᵀM_k).
+                        var betaWeight = [Double](repeating: 0, count: maps[s].count), gammaWeight = betaWeight
                         for i in 0..<tNext {
                             let k = classOf[s][i], wi = Double(next[b * tNext + i])
-                            for j in 0..<width {
-                                let value = official ? Double(beta.data[j]) - Double(gamma.data[j]) * mean[i] / sigma[i] : Double(beta.data[j])
-                                perClass[k][j] += wi * value
-                            }
+                            betaWeight[k] += wi
+                            if official { gammaWeight[k] += wi * mean[i] / sigma[i] }
                         }
-                        for (k, u) in perClass.enumerated() {
-                            let reduced = Ops.linear(Tensor(shape: [1, width], data: u.map(Float.init)), weight: reduction, bias: nil)   // [1, C']
-                            let mapped = Ops.matmul(reduced, maps[s][k])                                                            // [1, D']
-                            for j in 0..<outputWidth { mergeTerm[b * outputWidth + j] += mapped.data[j] }
+                        for k in 0..<maps[s].count {
+                            let wb = betaWeight[k], wg = gammaWeight[k]
+                            let beta = constants.beta[k], gamma = constants.gamma[k]
+                            for j in 0..<outputWidth {
+                                mergeTerm[b * outputWidth + j] += Float(wb * Double(beta[j]) - wg * Double(gamma[j]))
+                            }
                         }
                     }
                 }
