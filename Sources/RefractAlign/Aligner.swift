@@ -93,23 +93,176 @@ public struct AlignerLoss: Sendable, Equatable {
 }
 
 /// Adam on the maps, one batch at a time.
+///
+/// `train` is the fast path: the data term as two GEMMs over all components, each component's Gram
+/// matrix W_cᵀW_c by a symmetric rank-k update (half a GEMM's flops) and W_c·(W_cᵀW_c − I) by a
+/// symmetric product that reads the Gram's upper triangle as it is, the Adam update in float32 (as
+/// PyTorch keeps it) on all cores. `referenceLossAndGradients` is the plain version (per-row float64
+/// cosine, full products, copies), which the tests hold the fast one to.
 public struct AlignerTrainer: Sendable {
     public var maps: AlignerWeights
     public let hyper: AlignerHyperparameters
     public private(set) var step = 0
-    var mWeights: [Double], vWeights: [Double], mBias: [Double], vBias: [Double]
+    /// Adam's first and second moments, weights [C·d·D] then bias [D], float32.
+    public private(set) var firstMoment: [Float]
+    public private(set) var secondMoment: [Float]
+    private var gradient: [Float]                                                  // [C·d·D + D] workspace
+    private var gram: [Float]                                                      // [D, D] workspace
 
     public init(maps: AlignerWeights, hyper: AlignerHyperparameters = .init()) {
         self.maps = maps
         self.hyper = hyper
-        mWeights = [Double](repeating: 0, count: maps.weights.count)
-        vWeights = mWeights
-        mBias = [Double](repeating: 0, count: maps.bias.count)
-        vBias = mBias
+        let n = maps.weights.count + maps.bias.count
+        firstMoment = [Float](repeating: 0, count: n)
+        secondMoment = firstMoment
+        gradient = firstMoment
+        gram = [Float](repeating: 0, count: maps.clipWidth * maps.clipWidth)
     }
 
-    /// The loss and its gradients for components x [B, C, d] and CLIP targets t [B, D].
+    /// A trainer restored from a checkpoint: the maps, the step count and Adam's moments as saved.
+    public init(maps: AlignerWeights, hyper: AlignerHyperparameters, step: Int, firstMoment: [Float], secondMoment: [Float]) {
+        self.init(maps: maps, hyper: hyper)
+        precondition(firstMoment.count == gradient.count && secondMoment.count == gradient.count, "Adam moments of another size")
+        self.step = step
+        self.firstMoment = firstMoment
+        self.secondMoment = secondMoment
+    }
+
+    /// The loss and its gradients for components x [B, C, d] and CLIP targets t [B, D], computed the
+    /// fast way (what `train` steps with).
     public func lossAndGradients(_ x: Tensor, _ t: Tensor) -> (AlignerLoss, weights: [Float], bias: [Float]) {
+        var copy = self
+        let loss = copy.computeGradient(x, t)
+        let w = maps.weights.count
+        return (loss, Array(copy.gradient[0..<w]), Array(copy.gradient[w...]))
+    }
+
+    /// One Adam step on a batch; returns the batch's loss before the step.
+    @discardableResult
+    public mutating func train(_ x: Tensor, _ t: Tensor) -> AlignerLoss {
+        let loss = computeGradient(x, t)
+        step += 1
+        adamStep()
+        return loss
+    }
+
+    // MARK: Fast gradient
+
+    /// Fills `gradient` with ∂L/∂(weights, bias) and returns the loss.
+    private mutating func computeGradient(_ x: Tensor, _ t: Tensor) -> AlignerLoss {
+        let b = x.shape[0], c = maps.components, d = maps.width, e = maps.clipWidth, cd = c * d
+        precondition(x.rank == 3 && x.shape[1] == c && x.shape[2] == d, "aligner input \(x.shape)")
+        precondition(t.shape == [b, e], "targets \(t.shape) for \(b) rows of width \(e)")
+        var z = [Float](repeating: 0, count: b * e)                                  // ẑ [B, D]
+        maps.weights.withUnsafeBufferPointer { w in
+            x.data.withUnsafeBufferPointer { xp in
+                z.withUnsafeMutableBufferPointer { zp in
+                    BLAS.sgemm(.none, .none, m: b, n: e, k: cd, a: xp.baseAddress!, lda: cd, b: w.baseAddress!, ldb: e,
+                               c: zp.baseAddress!, ldc: e)                            // X [B, C·d] · W [C·d, D]
+                }
+            }
+        }
+        // ∂L/∂ẑ per row, and the cosine term (float64 per row).
+        var g = [Float](repeating: 0, count: b * e)                                  // [B, D]
+        var cosine = 0.0
+        for i in 0..<b {
+            var zz = 0.0, tt = 0.0, zt = 0.0
+            for j in 0..<e {
+                let zj = Double(z[i * e + j] + maps.bias[j]), tj = Double(t.data[i * e + j])
+                z[i * e + j] = Float(zj)
+                zz += zj * zj; tt += tj * tj; zt += zj * tj
+            }
+            let zn = max(zz.squareRoot(), 1e-12), tn = max(tt.squareRoot(), 1e-12)
+            let cos = zt / (zn * tn)
+            cosine += 1 - cos
+            let scale = -1 / (Double(b) * zn)
+            for j in 0..<e {
+                let u = Double(z[i * e + j]) / zn, that = Double(t.data[i * e + j]) / tn
+                g[i * e + j] = Float(scale * (that - cos * u))
+            }
+        }
+        cosine /= Double(b)
+        let regScale = Float(4 * hyper.orthonormality / Double(c * e))
+        var ortho = 0.0
+        gradient.withUnsafeMutableBufferPointer { gp in
+            let gw = gp.baseAddress!
+            x.data.withUnsafeBufferPointer { xp in
+                g.withUnsafeBufferPointer { gg in
+                    BLAS.sgemm(.transpose, .none, m: cd, n: e, k: b, a: xp.baseAddress!, lda: cd, b: gg.baseAddress!, ldb: e,
+                               c: gw, ldc: e)                                         // Xᵀ [C·d, B] · G [B, D]
+                }
+            }
+            for j in 0..<e {                                                          // ∂L/∂b = Σ_i g_i
+                var s: Float = 0
+                for i in 0..<b { s += g[i * e + j] }
+                gw[cd * e + j] = s
+            }
+            maps.weights.withUnsafeBufferPointer { wp in
+                gram.withUnsafeMutableBufferPointer { sp in
+                    let s = sp.baseAddress!
+                    for k in 0..<c {
+                        let wk = wp.baseAddress! + k * d * e                               // W_c [d, D]
+                        try! LAPACK.ssyrkUpperTransposed(n: e, k: d, a: wk, lda: e, beta: 0, c: s, ldc: e)  // W_cᵀW_c, upper
+                        var sum = 0.0
+                        for r in 0..<e {
+                            s[r * e + r] -= 1
+                            let diag = Double(s[r * e + r])
+                            sum += diag * diag
+                            var off = 0.0
+                            for q in (r + 1)..<max(r + 1, e) { off += Double(s[r * e + q]) * Double(s[r * e + q]) }
+                            sum += 2 * off
+                        }
+                        ortho += sum
+                        try! LAPACK.ssymmRightUpper(m: d, n: e, alpha: regScale, s: s, lds: e, b: wk, ldb: e, beta: 1,
+                                                    c: gw + k * d * e, ldc: e)   // += (4λ/(C·D))·W_c(W_cᵀW_c − I)
+                    }
+                }
+            }
+        }
+        ortho /= Double(c * e)
+        return AlignerLoss(cosine: cosine, orthonormality: ortho, total: cosine + hyper.orthonormality * ortho)
+    }
+
+    /// Adam with coupled weight decay over weights and bias, float32, in slices on all cores.
+    private mutating func adamStep() {
+        let h = hyper
+        let b1 = Float(h.beta1), b2 = Float(h.beta2), wd = Float(h.weightDecay), eps = Float(h.epsilon)
+        let stepSize = Float(h.learningRate / (1 - Foundation.pow(h.beta1, Double(step))))
+        let c2Root = Float((1 - Foundation.pow(h.beta2, Double(step))).squareRoot())
+        let nw = maps.weights.count, n = gradient.count
+        let slices = max(1, min(64, n / 65_536))
+        maps.weights.withUnsafeMutableBufferPointer { wp in
+            maps.bias.withUnsafeMutableBufferPointer { bp in
+                firstMoment.withUnsafeMutableBufferPointer { mp in
+                    secondMoment.withUnsafeMutableBufferPointer { vp in
+                        gradient.withUnsafeBufferPointer { gp in
+                            let w = SendablePointer(wp.baseAddress!), bias = SendablePointer(bp.baseAddress!)
+                            let m = SendablePointer(mp.baseAddress!), v = SendablePointer(vp.baseAddress!)
+                            let g = SendablePointer(gp.baseAddress!)
+                            Parallel.forEach(slices) { s in
+                                let lo = n * s / slices, hi = n * (s + 1) / slices
+                                for i in lo..<hi {
+                                    let theta = i < nw ? w.pointer + i : bias.pointer + (i - nw)
+                                    let gi = g.pointer[i] + wd * theta.pointee                 // coupled weight decay
+                                    let mi = b1 * m.pointer[i] + (1 - b1) * gi
+                                    let vi = b2 * v.pointer[i] + (1 - b2) * gi * gi
+                                    m.pointer[i] = mi
+                                    v.pointer[i] = vi
+                                    theta.pointee -= stepSize * mi / (vi.squareRoot() / c2Root + eps)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Reference
+
+    /// The loss and its gradients the plain way: float64 per row, every product a fresh tensor, the
+    /// full Gram matrix. The reference `lossAndGradients` is tested against.
+    public func referenceLossAndGradients(_ x: Tensor, _ t: Tensor) -> (AlignerLoss, weights: [Float], bias: [Float]) {
         let b = x.shape[0], c = maps.components, d = maps.width, e = maps.clipWidth
         precondition(t.shape == [b, e], "targets \(t.shape) for \(b) rows of width \(e)")
         let z = maps.alignedSums(x)                                                         // [B, D]
@@ -143,25 +296,5 @@ public struct AlignerTrainer: Sendable {
         for i in 0..<b { for j in 0..<e { gradB[j] += g[i * e + j] } }
         let loss = AlignerLoss(cosine: cosine, orthonormality: ortho, total: cosine + hyper.orthonormality * ortho)
         return (loss, gradW, gradB)
-    }
-
-    /// One Adam step on a batch; returns the batch's loss before the step.
-    @discardableResult
-    public mutating func train(_ x: Tensor, _ t: Tensor) -> AlignerLoss {
-        let (loss, gradW, gradB) = lossAndGradients(x, t)
-        step += 1
-        let h = hyper
-        let c1 = 1 - Foundation.pow(h.beta1, Double(step)), c2 = 1 - Foundation.pow(h.beta2, Double(step))
-        func update(_ theta: inout [Float], _ grad: [Float], _ m: inout [Double], _ v: inout [Double]) {
-            for i in 0..<theta.count {
-                let gi = Double(grad[i]) + h.weightDecay * Double(theta[i])                // coupled weight decay
-                m[i] = h.beta1 * m[i] + (1 - h.beta1) * gi
-                v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi
-                theta[i] -= Float(h.learningRate * (m[i] / c1) / ((v[i] / c2).squareRoot() + h.epsilon))
-            }
-        }
-        update(&maps.weights, gradW, &mWeights, &vWeights)
-        update(&maps.bias, gradB, &mBias, &vBias)
-        return loss
     }
 }

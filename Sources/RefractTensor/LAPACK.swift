@@ -62,6 +62,9 @@ public enum LAPACK {
     // cblas_ssyrk(order, uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
     typealias SsyrkFn = @convention(c) (Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
                                         Float, UnsafeMutablePointer<Float>?, Int32) -> Void
+    // cblas_ssymm(order, side, uplo, m, n, alpha, a, lda, b, ldb, beta, c, ldc)
+    typealias SsymmFn = @convention(c) (Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
+                                        UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
 
     /// Looks up `name` in the loaded BLAS library.
     static func function<T>(_ name: String, _: T.Type) throws -> T {
@@ -76,10 +79,11 @@ public enum LAPACK {
     private static let ssyevd: Result<SsyevdFn, Error> = Result { try function("ssyevd_", SsyevdFn.self) }
     private static let ssyevr: Result<SsyevrFn, Error> = Result { try function("ssyevr_", SsyevrFn.self) }
     private static let ssyrkFn: Result<SsyrkFn, Error> = Result { try function("cblas_ssyrk", SsyrkFn.self) }
+    private static let ssymmFn: Result<SsymmFn, Error> = Result { try function("cblas_ssymm", SsymmFn.self) }
 
     /// Throws when the library lacks the routines Refract uses (call once before relying on them).
     public static func load() throws {
-        _ = try ssyevd.get(); _ = try ssyevr.get(); _ = try ssyrkFn.get()
+        _ = try ssyevd.get(); _ = try ssyevr.get(); _ = try ssyrkFn.get(); _ = try ssymmFn.get()
     }
 
     /// All eigenvalues of the symmetric matrix `a` [n, n] (only its upper triangle in row-major terms
@@ -182,6 +186,17 @@ public enum LAPACK {
         let fn = try ssyrkFn.get()
         if n == 0 { return }
         fn(101, 121, 112, Int32(n), Int32(k), alpha, a, Int32(lda), beta, c, Int32(ldc))  // RowMajor, Upper, Trans
+    }
+
+    /// c[m, n] = alpha · b[m, n] · s[n, n] + beta · c for a symmetric s of which only the upper triangle
+    /// (row-major: s[i, j] for j >= i) is read, all row-major. `cblas_ssymm` (side right): what
+    /// `ssyrkUpperTransposed` leaves can be used as it is, without filling the lower triangle.
+    public static func ssymmRightUpper(m: Int, n: Int, alpha: Float = 1, s: UnsafePointer<Float>, lds: Int,
+                                       b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>,
+                                       ldc: Int) throws {
+        let fn = try ssymmFn.get()
+        if m == 0 || n == 0 { return }
+        fn(101, 142, 121, Int32(m), Int32(n), alpha, s, Int32(lds), b, Int32(ldb), beta, c, Int32(ldc))  // RowMajor, Right, Upper
     }
 }
 

@@ -66,6 +66,25 @@ final class AlignerTests: XCTestCase {
         }
     }
 
+    /// The fast gradients (syrk/symm, fused bias) against the plain float64-per-row reference, on a
+    /// shape where D > d (rank-deficient Gram) and B is not a multiple of anything.
+    func testFastGradientsMatchTheReference() {
+        var rng = SplitMix64(seed: 11)
+        func uniform() -> Float { Float(rng.next() >> 40) / Float(1 << 24) - 0.5 }
+        for (b, c, d, e) in [(7, 3, 5, 9), (4, 2, 12, 6)] {
+            let x = Tensor(shape: [b, c, d], data: (0..<(b * c * d)).map { _ in uniform() })
+            let t = Tensor(shape: [b, e], data: (0..<(b * e)).map { _ in uniform() })
+            let trainer = AlignerTrainer(maps: .initial(components: c, width: d, clipWidth: e, std: 0.3, seed: 4))
+            let (fast, fw, fb) = trainer.lossAndGradients(x, t)
+            let (ref, rw, rb) = trainer.referenceLossAndGradients(x, t)
+            XCTAssertEqual(fast.cosine, ref.cosine, accuracy: 1e-6)
+            XCTAssertEqual(fast.orthonormality, ref.orthonormality, accuracy: 1e-6 * max(1, ref.orthonormality))
+            let scale = rw.map { abs($0) }.max()!
+            for i in rw.indices { XCTAssertEqual(fw[i], rw[i], accuracy: 1e-5 * scale, "weight \(i) at \((b, c, d, e))") }
+            for j in rb.indices { XCTAssertEqual(fb[j], rb[j], accuracy: 1e-6, "bias \(j)") }
+        }
+    }
+
     /// The aligned components (bias split equally) sum to the aligned sum; without the bias, to it minus b.
     func testAlignedComponentsSumToTheAlignedSum() {
         let maps = AlignerWeights.initial(components: 4, width: 3, clipWidth: 5, std: 0.3, seed: 2)
