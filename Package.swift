@@ -49,7 +49,7 @@ let package = Package(
         // timm checkpoints (ViT, DeiT, DINO, DINOv2, Swin): configuration, registry, forward passes.
         .target(name: "RefractTimm", dependencies: ["RefractCLIP", "RefractCheckpoint", "RefractImage", "RefractTensor"]),
         // CompAlign: linear maps of every component into CLIP space (Balasubramanian et al.).
-        .target(name: "RefractAlign", dependencies: ["RefractTensor"]),
+        .target(name: "RefractAlign", dependencies: ["RefractTensor", "RefractCheckpoint", "RefractStore", "RefractDecompose", "RefractPlot"]),
         // Run stores: manifest + safetensors shards of per-image tensors, resumable writing, reading, export.
         .target(name: "RefractStore", dependencies: ["RefractTensor", "RefractCheckpoint"]),
         // PNG charts (line plots) drawn in memory and written with libpng.
@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "refract",
             dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractStore", "RefractTextSpan",
-                           "RefractSegment", "RefractRetrieve", "RefractSpurious",
+                           "RefractSegment", "RefractRetrieve", "RefractSpurious", "RefractAlign",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).

@@ -164,3 +164,13 @@ func convertElements(_ raw: UnsafeRawBufferPointer, dtype: SafetensorsDType, sta
         }
     }
 }
+
+// MARK: Public streaming writer
+
+/// Writes float32 tensors to a safetensors file atomically and without copying them (the layout of
+/// every Refract file: larger types first, then by name). Returns the file's hex SHA-256. For
+/// artefacts beside runs (alignments, checkpoints) whose tensors are too large to copy into memory.
+public func writeFloatSafetensors(to url: URL, metadata: [String: String], tensors: [(name: String, tensor: Tensor)]) throws -> String {
+    try writeSafetensorsStreaming(to: url, metadata: metadata,
+                                  entries: tensors.map { FileEntry(name: $0.name, shape: $0.tensor.shape, source: .float($0.tensor, .float32)) })
+}

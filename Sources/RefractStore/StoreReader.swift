@@ -331,3 +331,25 @@ func checkShardHeader(manifest: StoreManifest, run: URL, index: Int) throws -> (
     try checkTensors(file, expected: expected, manifestName: ManifestFile.name)
     return (file, rows)
 }
+
+extension StoreReader {
+    /// The rows `rows` (any order, repeats allowed) of a tensor: `[rows.count] + spec.shape`, float32,
+    /// row i of the result being run row rows[i]. Reads only those rows' bytes (from the mapped shards).
+    public func tensor(_ name: String, rowList rows: [Int]) throws -> Tensor {
+        let spec = try spec(name)
+        let width = spec.elementCount
+        var data = [Float](repeating: 0, count: rows.count * width)
+        for (k, r) in rows.enumerated() {
+            guard r >= 0, r < rowCount else {
+                throw StoreError(.invalidArgument, path: run.path, "row \(r) is outside the run's \(rowCount) rows")
+            }
+            let one = try tensor(name, rows: r..<(r + 1))
+            data.withUnsafeMutableBufferPointer { out in
+                one.data.withUnsafeBufferPointer { src in
+                    (out.baseAddress! + k * width).update(from: src.baseAddress!, count: width)
+                }
+            }
+        }
+        return Tensor(shape: [rows.count] + spec.shape, data: data)
+    }
+}

@@ -6,6 +6,7 @@ import RefractCheckpoint
 import RefractCLIP
 import RefractImage
 import RefractSegment
+import RefractStore
 import RefractTensor
 import RefractTimm
 
@@ -16,7 +17,7 @@ struct Refract: AsyncParsableCommand {
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations.",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
                       Ablate.self, TextSpanCommand.self, HeadsCommand.self, HeatmapCommand.self, SegmentCommand.self,
-                      RetrieveCommand.self, SpuriousCommand.self, Env.self])
+                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, Env.self])
 }
 
 // MARK: Shared options
@@ -35,6 +36,12 @@ struct ModelOptions: ParsableArguments {
 
     /// Where the checkpoint is (downloading it when needed), with BLAS set up.
     func locate() async throws -> ModelLocation {
+        try await Self.locate(model, layout: layout, threads: threads)
+    }
+
+    /// Where the checkpoint `model` is (downloading it when needed), with BLAS set up; for commands
+    /// that take a second model under another option name (`align --clip`).
+    static func locate(_ model: String, layout: String?, threads: Int?) async throws -> ModelLocation {
         try BLAS.load()
         if let threads { BLAS.setThreads(threads) }
         var options = ModelLocation.Options()
@@ -82,7 +89,7 @@ struct NormalizeFlag: ParsableArguments {
 struct EmbedImages: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed-images",
-        abstract: "Embed images into a float32 .npy [N, D'] (paths in order beside it, OUTPUT.paths.txt).",
+        abstract: "Embed images into a float32 .npy [N, D'] (paths in order beside it, OUTPUT.paths.txt; the model in OUTPUT.model.json).",
         discussion: """
         CLIP models write the image embedding (L2-normalised unless --no-normalize); timm models write the \
         representation Refract decomposes, timm's pre-logits features (ViT family: the final norm at the class \
@@ -110,10 +117,21 @@ struct EmbedImages: AsyncParsableCommand {
         bar.finish()
         // The list first, then the array: a failure on the array removes the list, so no list is
         // left beside a missing or older array (each file is written atomically).
-        let list = Output.sidecar(URL(fileURLWithPath: output), "paths.txt")
+        // The description (E.model.json) goes with them, written before the array for the same reason.
+        let outURL = URL(fileURLWithPath: output)
+        let list = Output.sidecar(outURL, "paths.txt")
         try Output.writeLines(files.map(\.path), to: list, what: "the image list")
-        do { try normalizeFlag.write(embeddings, to: output, normalizeByDefault: model is CLIP) } catch {
+        let normalized = normalizeFlag.normalize ?? (model is CLIP)
+        let location = model.location
+        do {
+            try EmbeddingsInfo(model: StoreModelInfo(id: location.modelId, layout: location.layout.rawValue, commit: location.commit,
+                                                     weightsSHA256: try model.weightsSHA256(),
+                                                     weightFiles: try location.weightFiles().map(\.lastPathComponent)),
+                               rows: embeddings.shape[0], width: embeddings.shape[1], normalized: normalized).write(for: outURL)
+            try normalizeFlag.write(embeddings, to: output, normalizeByDefault: model is CLIP)
+        } catch {
             try? FileManager.default.removeItem(at: list)
+            try? FileManager.default.removeItem(at: EmbeddingsInfo.url(for: outURL))
             throw error
         }
     }
