@@ -367,6 +367,7 @@ public enum AlignRun {
         }
         let title = window > 1 ? "CompAlign loss (mean of \(window) batches)" : "CompAlign loss per batch"
         return LinePlot(title: title, xLabel: "step", yLabel: "loss",
-                        series: [Series(name: "total", x: xs, y: total), Series(name: "1 - cos", x: xs, y: cosine)])
+                        series: [Series(name: "total", x: xs, y: total, marker: xs.count > 60 ? MarkerShape.none : .circle),
+                                 Series(name: "1 - cos", x: xs, y: cosine, marker: xs.count > 60 ? MarkerShape.none : .square)])
     }
 }

@@ -1,0 +1,127 @@
+import Foundation
+import RefractTensor
+import XCTest
+
+/// `refract align` end to end: a timm run (DeiT fixture) aligned to a tiny CLIP, from an embeddings
+/// file or from the model, killed and resumed, and its bad inputs.
+extension CLITests {
+    static let timmFixtures = root.appendingPathComponent("Tests/Fixtures/timm")
+
+    /// A decomposed DeiT run over the labelled fixture images and the tiny CLIP's embeddings of them.
+    func alignInputs() throws -> (run: String, embeddings: String, data: String) {
+        let data = try labelledImages("cat", "dog")
+        let run = path(scratch, "deit-run"), e = path(scratch, "clip.npy")
+        let d = try refract(["decompose", "--model", Self.timmFixtures.appendingPathComponent("deit-tiny").path, "--output", run, data])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        let m = try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output", e, data])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        return (run, e, data)
+    }
+
+    /// The options that make the 4-image run train for a while: batches of 1, many epochs.
+    static let smallTraining = ["--batch-size", "1", "--epochs", "30", "--patience", "1000", "--learning-rate", "1e-2", "--held-out", "0.25"]
+
+    func testAlignFromEmbeddingsAndFromTheModelAgree() throws {
+        let (run, e, _) = try alignInputs()
+        // The embeddings file describes its model.
+        let info = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path(scratch, "clip.model.json")))) as! [String: Any]
+        XCTAssertEqual(info["format"] as? String, "refract-embeddings")
+        XCTAssertEqual(info["rows"] as? Int, 4)
+        let a = path(scratch, "align-e"), b = path(scratch, "align-m")
+        let r1 = try refract(["align", "--run", run, "--clip-embeddings", e, "--clip", path(Self.models, "openclip-tiny"), "--output", a] + Self.smallTraining)
+        XCTAssertEqual(r1.status, 0, r1.stderr)
+        XCTAssertTrue(r1.stdout.contains("20 maps [32 -> 24]"), r1.stdout)
+        XCTAssertTrue(r1.stdout.contains("zero-shot top-1 (2 classes)"), r1.stdout)
+        XCTAssertTrue(r1.stdout.contains("held out: 1 images"), r1.stdout)
+        let r2 = try refract(["align", "--run", run, "--clip", path(Self.models, "openclip-tiny"), "--output", b] + Self.smallTraining)
+        XCTAssertEqual(r2.status, 0, r2.stderr)
+        struct Manifest: Decodable {
+            struct Figures: Decodable { var meanCosine: Double; var meanCosineInitial: Double; var zeroShotTop1: Double? }
+            struct Target: Decodable { struct Model: Decodable { var weightsSHA256: String }; var model: Model; var width: Int }
+            var format: String; var components: [String]; var steps: Int; var figures: Figures; var target: Target; var mapsSHA256: String
+        }
+        func manifest(_ dir: String) throws -> Manifest {
+            try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: dir).appendingPathComponent("manifest.json")))
+        }
+        let m1 = try manifest(a), m2 = try manifest(b)
+        XCTAssertEqual(m1.format, "refract-alignment")
+        XCTAssertEqual(m1.components.count, 20)
+        XCTAssertEqual(m1.steps, 90)                       // 3 training images × 30 epochs
+        XCTAssertEqual(m1.target.width, 24)
+        XCTAssertGreaterThan(m1.figures.meanCosine, m1.figures.meanCosineInitial)
+        XCTAssertNotNil(m1.figures.zeroShotTop1)
+        // The same targets either way (embed-images and align's own embedding agree), so the same maps.
+        XCTAssertEqual(m1.target.model.weightsSHA256, m2.target.model.weightsSHA256)
+        XCTAssertEqual(m1.mapsSHA256, m2.mapsSHA256)
+        let maps = try Data(contentsOf: URL(fileURLWithPath: a).appendingPathComponent("maps.safetensors"))
+        XCTAssertGreaterThan(maps.count, 20 * 32 * 24 * 4)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: path(URL(fileURLWithPath: a), "loss.png")))
+    }
+
+    func testAlignKilledAndResumedEndsWithTheSameMaps() throws {
+        let (run, e, _) = try alignInputs()
+        let whole = path(scratch, "whole"), killed = path(scratch, "killed")
+        let base = ["align", "--run", run, "--clip-embeddings", e, "--checkpoint-every", "10"] + Self.smallTraining
+        XCTAssertEqual(try refract(base + ["--output", whole]).status, 0)
+        let k = try refract(base + ["--output", killed], environment: ["REFRACT_FAULT_AFTER_CHECKPOINTS": "3"])
+        XCTAssertNotEqual(k.status, 0)
+        XCTAssertEqual(lastTerminationReason, .uncaughtSignal)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path(URL(fileURLWithPath: killed), "manifest.json")))
+        let again = try refract(base + ["--output", killed])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("--resume"), again.stderr)
+        let r = try refract(base + ["--output", killed, "--resume"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a = try Data(contentsOf: URL(fileURLWithPath: whole).appendingPathComponent("maps.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: killed).appendingPathComponent("maps.safetensors"))
+        XCTAssertEqual(a, b, "resumed maps differ from an uninterrupted run's")
+    }
+
+    func testAlignRefusesBadInputs() throws {
+        let (run, e, data) = try alignInputs()
+        func refused(_ args: [String], _ fragments: [String], line: UInt = #line) throws {
+            let r = try refract(["align", "--run", run, "--output", path(scratch, "out-\(UUID().uuidString)")] + args)
+            XCTAssertNotEqual(r.status, 0, line: line)
+            for f in fragments { XCTAssertTrue(r.stderr.contains(f), "missing '\(f)' in: \(r.stderr)", line: line) }
+            XCTAssertFalse(r.stderr.contains("Fatal error"), r.stderr, line: line)
+        }
+        // No targets.
+        try refused([], ["--clip-embeddings"])
+        // Embeddings of another image list (three of the four images).
+        let three = path(scratch, "three.npy")
+        let dir = URL(fileURLWithPath: data)
+        let files = try FileManager.default.subpathsOfDirectory(atPath: data).filter { $0.hasSuffix(".png") }.sorted()
+        XCTAssertEqual(try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output", three]
+                                   + files.prefix(3).map { dir.appendingPathComponent($0).path }).status, 0)
+        try refused(["--clip-embeddings", three], ["three.npy", "no embedding of the run's image"])
+        // An array whose length is not its paths list's.
+        let e4 = try NPY.read(URL(fileURLWithPath: e)).tensor
+        let short = path(scratch, "short.npy")
+        try NPY.write(Tensor(shape: [3, e4.shape[1]], data: Array(e4.data[0..<(3 * e4.shape[1])])), to: URL(fileURLWithPath: short))
+        try FileManager.default.copyItem(atPath: path(scratch, "clip.paths.txt"), toPath: path(scratch, "short.paths.txt"))
+        try refused(["--clip-embeddings", short, "--clip", path(Self.models, "openclip-tiny")], ["short.npy", "do not belong together"])
+        // No description and no --clip: the CLIP model is unknown.
+        try refused(["--clip-embeddings", short], ["short.model.json", "unknown"])
+        // NaN in the targets.
+        var nan = e4
+        nan.data[5] = .nan
+        let bad = path(scratch, "nan.npy")
+        try NPY.write(nan, to: URL(fileURLWithPath: bad))
+        try FileManager.default.copyItem(atPath: path(scratch, "clip.paths.txt"), toPath: path(scratch, "nan.paths.txt"))
+        try FileManager.default.copyItem(atPath: path(scratch, "clip.model.json"), toPath: path(scratch, "nan.model.json"))
+        try refused(["--clip-embeddings", bad], ["nan.npy", "NaN"])
+        // timm features are not CLIP targets.
+        let feats = path(scratch, "feats.npy")
+        XCTAssertEqual(try refract(["embed-images", "--model", Self.timmFixtures.appendingPathComponent("deit-tiny").path, "--output", feats, data]).status, 0)
+        try refused(["--clip-embeddings", feats], ["timm model"])
+        // A CLIP run is already in CLIP space.
+        let clipRun = path(scratch, "clip-run")
+        XCTAssertEqual(try refract(["decompose", "--model", path(Self.models, "openclip-tiny"), "--output", clipRun, data]).status, 0)
+        let r = try refract(["align", "--run", clipRun, "--clip-embeddings", e, "--output", path(scratch, "o-clip")])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("CLIP run"), r.stderr)
+        // Out-of-range options.
+        try refused(["--clip-embeddings", e, "--held-out", "1"], ["--held-out"])
+        try refused(["--clip-embeddings", e, "--batch-size", "0"], ["--batch-size"])
+    }
+}
