@@ -57,7 +57,7 @@ let package = Package(
         // Exact direct-effect decomposition (generic pass + model definitions), dataset runs, mean ablation.
         .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractTimm", "RefractCheckpoint", "RefractStore", "RefractPlot"]),
         // TextSpan: greedy text descriptions of head contributions, description pools and text-embedding cache, reports.
-        .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP"]),
+        .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP", "RefractAlign"]),
         // zlib (Debian: zlib1g-dev; in the macOS SDK), for HDF5's deflate filter.
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Reading HDF5 files (MATLAB v7.3 .mat) in Swift: datasets, object references, cells.
@@ -80,7 +80,7 @@ let package = Package(
         .target(name: "CRefractBench"),
         .executableTarget(name: "refract-bench",
                           dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractTextSpan", "RefractCheckpoint", "RefractImage",
-                                         "RefractSegment", "RefractRetrieve", "CRefractBench"]),
+                                         "RefractSegment", "RefractRetrieve", "RefractAlign", "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
         .target(name: "RefractTestSupport", dependencies: ["RefractTensor", "RefractStore"]),

@@ -5,6 +5,7 @@
 // has to fit in memory and all heads are never held at once.
 
 import Foundation
+import RefractAlign
 import RefractDecompose
 import RefractStore
 import RefractTensor
@@ -82,16 +83,22 @@ public enum HeadContributions {
     }
 }
 
-/// A head ranked by how much its contributions vary along a text direction.
+/// A head (or an aligned run's component) ranked by how much its contributions vary along a text direction.
 public struct HeadTextVariance: Codable, Sendable, Equatable {
+    /// A CLIP run's head; for an aligned run's component, `layer` is its index in the run and `head` 0.
     public var layer: Int
     public var head: Int
+    /// An aligned run's component name.
+    public var component: String?
     /// Variance over images of contribution · t̂ (t̂ the L2-normalised text embedding).
     public var variance: Double
     /// That variance as a fraction of the head's total centred variance.
     public var fractionOfHead: Double
     /// Mean of contribution · t̂.
     public var mean: Double
+
+    /// `L11.H3`, or the component's name.
+    public var name: String { component ?? "L\(layer).H\(head)" }
 }
 
 public enum HeadRanking {
@@ -99,44 +106,76 @@ public enum HeadRanking {
     /// here), highest first. One pass over the store.
     public static func byTextVariance(_ reader: StoreReader, text: [Float]) throws -> [HeadTextVariance] {
         let (layers, h, d) = try HeadContributions.dims(reader)
-        guard text.count == d else {
-            throw TextSpanInputError(path: reader.run.path, message: "text direction of width \(text.count), the run's is \(d)")
-        }
-        // A NaN direction would normalise to zero and give every head a variance of 0: refuse it.
-        try StoredValues.requireFinite(Tensor(shape: [1, d], data: text), source: reader.run.path,
-                                       what: "the text direction", purpose: "heads")
-        guard text.contains(where: { $0 != 0 }) else {
-            throw TextSpanInputError(path: reader.run.path, message: "the text direction is zero; there is nothing to rank by")
-        }
-        let t = Ops.l2Normalized(Tensor(shape: [1, d], data: text)).reshaped([d, 1])             // [D', 1]
-        let heads = layers * h
-        var sum = [Double](repeating: 0, count: heads), sumSq = sum, norm2 = sum
-        var mean = [Double](repeating: 0, count: heads * d)
+        let t = try direction(text, width: d, source: reader.run.path)
+        var acc = Moments(units: layers * h, width: d)
         try reader.forEachShard(["attn"]) { rows, tensors in
             try StoredValues.requireFinite(reader, rows: rows, tensors: tensors, purpose: "heads")
-            let attn = tensors["attn"]!                                                  // [r, L, H, D']
-            let flat = attn.reshaped([rows.count * heads, d])
-            let p = Ops.matmul(flat, t)                                                 // [r·L·H, 1]
-            for r in 0..<rows.count {
-                for k in 0..<heads {
-                    let v = Double(p.data[r * heads + k])
+            acc.add(tensors["attn"]!, rows: rows.count, direction: t)                    // [r, L, H, D']
+        }
+        return acc.ranking(images: reader.rowCount) { k in (k / h, k % h, nil) }
+    }
+
+    /// Every component of an aligned run ranked by the variance of its aligned contributions
+    /// a_c = x_c·W_c + b/C along `text` [D] (in the alignment's CLIP space), highest first. One pass.
+    public static func byTextVariance(_ aligned: AlignedRun, text: [Float]) throws -> [HeadTextVariance] {
+        let c = aligned.components.count, d = aligned.width
+        let t = try direction(text, width: d, source: aligned.reader.run.path)
+        var acc = Moments(units: c, width: d)
+        try aligned.forEachShard { rows, a in acc.add(a, rows: rows.count, direction: t) }   // [r, C, D]
+        return acc.ranking(images: aligned.reader.rowCount) { k in (k, 0, aligned.components[k].name) }
+    }
+
+    /// The normalised text direction [D, 1], refusing a wrong width, NaN or zero.
+    static func direction(_ text: [Float], width d: Int, source: String) throws -> Tensor {
+        guard text.count == d else {
+            throw TextSpanInputError(path: source, message: "text direction of width \(text.count), the run's is \(d)")
+        }
+        // A NaN direction would normalise to zero and give every head a variance of 0: refuse it.
+        try StoredValues.requireFinite(Tensor(shape: [1, d], data: text), source: source, what: "the text direction", purpose: "heads")
+        guard text.contains(where: { $0 != 0 }) else {
+            throw TextSpanInputError(path: source, message: "the text direction is zero; there is nothing to rank by")
+        }
+        return Ops.l2Normalized(Tensor(shape: [1, d], data: text)).reshaped([d, 1])               // [D, 1]
+    }
+
+    /// Per unit: sums of the projection, of its square, of the squared norm, and the mean vector.
+    struct Moments {
+        let units: Int, width: Int
+        var sum: [Double], sumSq: [Double], norm2: [Double], mean: [Double]
+        init(units: Int, width: Int) {
+            self.units = units; self.width = width
+            sum = [Double](repeating: 0, count: units); sumSq = sum; norm2 = sum
+            mean = [Double](repeating: 0, count: units * width)
+        }
+
+        /// Adds contributions [r, units, D] projected on t [D, 1].
+        mutating func add(_ x: Tensor, rows: Int, direction t: Tensor) {
+            let d = width
+            let p = Ops.matmul(x.reshaped([rows * units, d]), t)                          // [r·units, 1]
+            for r in 0..<rows {
+                for k in 0..<units {
+                    let v = Double(p.data[r * units + k])
                     sum[k] += v; sumSq[k] += v * v
-                    let o = (r * heads + k) * d
-                    for j in 0..<d { let c = Double(attn.data[o + j]); norm2[k] += c * c; mean[k * d + j] += c }
+                    let o = (r * units + k) * d
+                    for j in 0..<d { let c = Double(x.data[o + j]); norm2[k] += c * c; mean[k * d + j] += c }
                 }
             }
         }
-        let n = Double(max(reader.rowCount, 1))
-        var out = [HeadTextVariance]()
-        for k in 0..<heads {
-            let m = sum[k] / n
-            let variance = max(0, sumSq[k] / n - m * m)
-            var meanNorm2 = 0.0
-            for j in 0..<d { let v = mean[k * d + j] / n; meanNorm2 += v * v }
-            let total = max(0, norm2[k] / n - meanNorm2)
-            out.append(HeadTextVariance(layer: k / h, head: k % h, variance: variance,
-                                        fractionOfHead: total > 0 ? variance / total : 0, mean: m))
+
+        func ranking(images: Int, _ id: (Int) -> (Int, Int, String?)) -> [HeadTextVariance] {
+            let n = Double(max(images, 1)), d = width
+            var out = [HeadTextVariance]()
+            for k in 0..<units {
+                let m = sum[k] / n
+                let variance = max(0, sumSq[k] / n - m * m)
+                var meanNorm2 = 0.0
+                for j in 0..<d { let v = mean[k * d + j] / n; meanNorm2 += v * v }
+                let total = max(0, norm2[k] / n - meanNorm2)
+                let (layer, head, component) = id(k)
+                out.append(HeadTextVariance(layer: layer, head: head, component: component, variance: variance,
+                                            fractionOfHead: total > 0 ? variance / total : 0, mean: m))
+            }
+            return out.sorted { ($0.variance, $1.layer, $1.head) > ($1.variance, $0.layer, $0.head) }
         }
-        return out.sorted { ($0.variance, $1.layer, $1.head) > ($1.variance, $0.layer, $0.head) }
     }
 }

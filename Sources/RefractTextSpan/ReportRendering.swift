@@ -26,6 +26,9 @@ public enum TextSpanRendering {
         line("- **Model:** \(md(report.model))")
         line("- **Run:** \(md(report.run))")
         line("- **Weights SHA-256:** \(md(report.weightsSHA256))")
+        if let a = report.alignment {
+            line("- **Aligned into CLIP space by:** \(md(a.directory)) (maps SHA-256 \(md(a.mapsSHA256)); CLIP \(md(a.clipModel)))")
+        }
         line("- **Convention:** \(md(report.convention))")
         line("- **Images:** \(report.images)")
         let pool = report.pool
@@ -71,7 +74,7 @@ public enum TextSpanRendering {
             line("Total variance: \(Numbers.general(head.totalVariance))" + (head.rank.map { ", span rank \($0)" } ?? ""))
             line()
             if head.descriptions.isEmpty {
-                line("No descriptions chosen.")
+                line(head.note.map { "No descriptions: \(md($0))" } ?? "No descriptions chosen.")
                 continue
             }
             line("| Step | Description | Variance explained | Cumulative |")
@@ -113,6 +116,9 @@ public enum TextSpanRendering {
         meta("Model", "<span class=\"mono\">\(h(report.model))</span>")
         meta("Run", "<span class=\"mono\">\(h(report.run))</span>")
         meta("Weights SHA-256", "<span class=\"mono\">\(h(report.weightsSHA256))</span>")
+        if let a = report.alignment {
+            meta("Aligned by", "\(h(a.directory)) (CLIP \(h(a.clipModel)); maps <span class=\"mono\">\(h(String(a.mapsSHA256.prefix(16))))…</span>)")
+        }
         meta("Convention", h(report.convention))
         meta("Images", "\(report.images)")
         let pool = report.pool
@@ -156,8 +162,13 @@ public enum TextSpanRendering {
         let heads = orderedHeads(report.heads)
         let ids = anchors(heads)
 
-        // Table of contents by layer.
-        if !heads.isEmpty {
+        // Table of contents by layer (an aligned run's components: in the run's order).
+        if heads.contains(where: { $0.component != nil }) {
+            line("<nav class=\"toc\" id=\"toc\">")
+            line("<h2>Components</h2>")
+            line("<p>" + zip(heads, ids).map { "<a href=\"#\($1)\">\(h($0.name))</a>" }.joined(separator: " ") + "</p>")
+            line("</nav>")
+        } else if !heads.isEmpty {
             line("<nav class=\"toc\" id=\"toc\">")
             line("<h2>Heads by layer</h2>")
             line("<ul>")
@@ -190,7 +201,7 @@ public enum TextSpanRendering {
             line("<h3>\(h(head.name)) <span class=\"total\">total variance \(h(Numbers.general(head.totalVariance)))"
                  + (head.rank.map { ", rank \($0)" } ?? "") + "</span></h3>")
             if head.descriptions.isEmpty {
-                line("<p class=\"empty\">No descriptions chosen.</p>")
+                line("<p class=\"empty\">" + (head.note.map { "No descriptions: \(h($0))" } ?? "No descriptions chosen.") + "</p>")
             } else {
                 line("<ol class=\"steps\">")
                 for d in head.descriptions {
@@ -233,7 +244,7 @@ public enum TextSpanRendering {
     static func anchors(_ heads: [HeadReport]) -> [String] {
         var seen: [String: Int] = [:]
         return heads.map { head in
-            let base = "L\(head.layer)-H\(head.head)"
+            let base = head.component == nil ? "L\(head.layer)-H\(head.head)" : "C\(head.layer)"
             let n = seen[base, default: 0] + 1
             seen[base] = n
             return n == 1 ? base : "\(base)-\(n)"

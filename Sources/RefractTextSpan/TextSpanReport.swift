@@ -24,12 +24,26 @@ public struct TextSpanReport: Codable, Sendable, Equatable {
     public var heads: [HeadReport]
     /// Present when `--classes` was given.
     public var accuracy: AccuracyCheck?
+    /// An aligned run's alignment (directory, SHA-256 of its maps, CLIP model): the components were
+    /// labelled in that CLIP's space.
+    public var alignment: AlignmentReference?
 
     public init(run: String, model: String, weightsSHA256: String, convention: String, images: Int, pool: PoolSummary,
                 perHead: Int, rank: Int, heads: [HeadReport], accuracy: AccuracyCheck? = nil) {
         self.run = run; self.model = model; self.weightsSHA256 = weightsSHA256; self.convention = convention
         self.images = images; self.pool = pool; self.perHead = perHead; self.rank = rank; self.heads = heads
         self.accuracy = accuracy
+    }
+}
+
+/// The alignment an aligned run was read through.
+public struct AlignmentReference: Codable, Sendable, Equatable {
+    public var directory: String
+    public var mapsSHA256: String
+    public var clipModel: String
+    public var clipWeightsSHA256: String
+    public init(directory: String, mapsSHA256: String, clipModel: String, clipWeightsSHA256: String) {
+        self.directory = directory; self.mapsSHA256 = mapsSHA256; self.clipModel = clipModel; self.clipWeightsSHA256 = clipWeightsSHA256
     }
 }
 
@@ -54,10 +68,15 @@ public struct PoolSummary: Codable, Sendable, Equatable {
 }
 
 public struct HeadReport: Codable, Sendable, Equatable {
+    /// A CLIP run's head: its layer and head. An aligned run's component: `layer` is the component's
+    /// index in the run's order, `head` 0, and `component` its name.
     public var layer: Int
     public var head: Int
-    /// `L<layer>.H<head>`, e.g. `L11.H3`.
-    public var name: String { "L\(layer).H\(head)" }
+    public var component: String?
+    /// Why a component has no descriptions (constant over the images, or of lower rank than asked).
+    public var note: String?
+    /// `L<layer>.H<head>`, e.g. `L11.H3`; an aligned run's component name (`attn.10.3`, `mlp.7`, ...).
+    public var name: String { component ?? "L\(layer).H\(head)" }
     /// Total centred variance of the head's contributions (sum over dimensions).
     public var totalVariance: Double
     /// Span rank used for this head (the requested one, or the head's own rank when smaller).
@@ -69,11 +88,19 @@ public struct HeadReport: Codable, Sendable, Equatable {
         self.descriptions = descriptions
     }
 
-    enum CodingKeys: String, CodingKey { case layer, head, name, totalVariance, rank, descriptions }
+    /// An aligned run's component `name`, the `index`-th of the run.
+    public init(component name: String, index: Int, totalVariance: Double, rank: Int? = nil, descriptions: [DescriptionStep]) {
+        self.init(layer: index, head: 0, totalVariance: totalVariance, rank: rank, descriptions: descriptions)
+        component = name
+    }
+
+    enum CodingKeys: String, CodingKey { case layer, head, component, note, name, totalVariance, rank, descriptions }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(layer, forKey: .layer)
         try c.encode(head, forKey: .head)
+        try c.encodeIfPresent(component, forKey: .component)
+        try c.encodeIfPresent(note, forKey: .note)
         try c.encode(name, forKey: .name)
         try c.encode(totalVariance, forKey: .totalVariance)
         try c.encodeIfPresent(rank, forKey: .rank)
@@ -83,6 +110,8 @@ public struct HeadReport: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         layer = try c.decode(Int.self, forKey: .layer)
         head = try c.decode(Int.self, forKey: .head)
+        component = try c.decodeIfPresent(String.self, forKey: .component)
+        note = try c.decodeIfPresent(String.self, forKey: .note)
         totalVariance = try c.decode(Double.self, forKey: .totalVariance)
         rank = try c.decodeIfPresent(Int.self, forKey: .rank)
         descriptions = try c.decode([DescriptionStep].self, forKey: .descriptions)

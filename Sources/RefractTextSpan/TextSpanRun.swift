@@ -1,6 +1,7 @@
 // MARK: - TextSpan over the heads of a run, with the paper's accuracy check
 
 import Foundation
+import RefractAlign
 import RefractDecompose
 import RefractStore
 import RefractTensor
@@ -39,17 +40,7 @@ public enum TextSpanRun {
                            progress: ((Int, Int) -> Void)? = nil) throws -> TextSpanReport {
         let (_, _, d) = try HeadContributions.dims(reader)
         guard !options.heads.isEmpty else { throw SelectionError(message: "no heads chosen") }
-        guard texts.shape == [pool.count, d] else {
-            throw TextSpanInputError(path: pool.path, message: "text embeddings \(texts.shape), expected [\(pool.count), \(d)]")
-        }
-        guard options.perHead >= 1 else { throw SelectionError(message: "--per-head must be at least 1") }
-        guard options.perHead <= pool.count else {
-            throw TextSpanInputError(path: pool.path, message: "--per-head \(options.perHead) is larger than the pool "
-                + "(\(pool.count) distinct descriptions)")
-        }
-        guard reader.rowCount >= 2 else {
-            throw TextSpanInputError(path: reader.run.path, message: "\(reader.rowCount) image(s); TextSpan needs at least 2")
-        }
+        try check(reader, pool: pool, texts: texts, width: d, options: options)
         let n = reader.rowCount
         var heads = [HeadReport]()
         var deltaTextSpan = accuracy.map { _ in [Float](repeating: 0, count: n * d) }
@@ -57,19 +48,9 @@ public enum TextSpanRun {
         var done = 0
         progress?(0, options.heads.count)
         try HeadContributions.forEachHead(reader, heads: options.heads, budgetBytes: options.budgetBytes) { id, c in
-            let result: TextSpanResult
-            let rank = min(options.rank ?? TextSpanRunOptions.defaultRank, d)
-            do {
-                result = try TextSpan.run(contributions: c, texts: texts, steps: options.perHead, rank: rank,
-                                          clampRank: options.rank == nil)
-            } catch {
-                throw TextSpanInputError(path: reader.run.path, message: "head \(id): \(error)")
-            }
+            let result = try analyse(c, label: "head \(id)", reader: reader, pool: pool, texts: texts, options: options)
             heads.append(HeadReport(layer: id.layer, head: id.head, totalVariance: result.totalVariance, rank: result.rank,
-                                    descriptions: result.steps.enumerated().map { s, step in
-                DescriptionStep(step: s + 1, text: pool.texts[step.index], line: pool.lines[step.index],
-                                varianceExplained: step.varianceExplained, cumulative: step.cumulative)
-            }))
+                                    descriptions: steps(result, pool)))
             if accuracy != nil {
                 accumulate(&deltaTextSpan!, result.reconstruct(c), minus: c)
                 let random = randomDirections(count: pool.count, width: d,
@@ -92,6 +73,96 @@ public enum TextSpanRun {
                                                 distinct: Set(heads.flatMap { $0.descriptions.map(\.line) }).count)
         }
         return report
+    }
+
+    /// TextSpan on components of a non-CLIP run seen through its alignment: the aligned contributions
+    /// a_c = x_c·W_c + b/C [N, D] of each component in `components` (indices in the run's order), with
+    /// the pool's embeddings `texts` [M, D] in the alignment's CLIP space. `progress(done, total)`
+    /// counts components.
+    public static func run(_ aligned: AlignedRun, components: [Int], pool: DescriptionPool, poolSummary: PoolSummary, texts: Tensor,
+                           options: TextSpanRunOptions, progress: ((Int, Int) -> Void)? = nil) throws -> TextSpanReport {
+        let reader = aligned.reader
+        guard !components.isEmpty else { throw SelectionError(message: "no components chosen") }
+        try check(reader, pool: pool, texts: texts, width: aligned.width, options: options)
+        var reports = [HeadReport]()
+        progress?(0, components.count)
+        try aligned.forEachComponent(components, budgetBytes: options.budgetBytes) { index, c in
+            let name = aligned.components[index].name
+            do {
+                let result = try analyse(c, label: "component \(name)", reader: reader, pool: pool, texts: texts, options: options,
+                                         rethrowing: false)
+                reports.append(HeadReport(component: name, index: index, totalVariance: result.totalVariance, rank: result.rank,
+                                          descriptions: steps(result, pool)))
+            } catch let e as TextSpanError where e.kind == .noVariance || e.kind == .steps {
+                // Constant components (biases, a lumped init) and ones of lower rank than the steps asked
+                // for are reported without descriptions, saying why, instead of stopping the run.
+                var report = HeadReport(component: name, index: index, totalVariance: ColumnVariance.total(c), descriptions: [])
+                report.note = e.message
+                reports.append(report)
+            }
+            progress?(reports.count, components.count)
+        }
+        let a = aligned.alignment
+        var report = TextSpanReport(run: reader.run.path, model: reader.manifest.model.id,
+                                    weightsSHA256: reader.manifest.model.weightsSHA256,
+                                    convention: reader.manifest.convention, images: reader.rowCount, pool: poolSummary,
+                                    perHead: options.perHead, rank: options.rank ?? TextSpanRunOptions.defaultRank,
+                                    heads: reports.sorted { $0.layer < $1.layer })
+        report.alignment = AlignmentReference(directory: a.directory.path, mapsSHA256: a.manifest.mapsSHA256,
+                                              clipModel: a.manifest.target.model.id,
+                                              clipWeightsSHA256: a.manifest.target.model.weightsSHA256)
+        return report
+    }
+
+    /// What both entry points check before reading any contribution.
+    static func check(_ reader: StoreReader, pool: DescriptionPool, texts: Tensor, width d: Int, options: TextSpanRunOptions) throws {
+        guard texts.shape == [pool.count, d] else {
+            throw TextSpanInputError(path: pool.path, message: "text embeddings \(texts.shape), expected [\(pool.count), \(d)]")
+        }
+        guard options.perHead >= 1 else { throw SelectionError(message: "--per-head must be at least 1") }
+        guard options.perHead <= pool.count else {
+            throw TextSpanInputError(path: pool.path, message: "--per-head \(options.perHead) is larger than the pool "
+                + "(\(pool.count) distinct descriptions)")
+        }
+        guard reader.rowCount >= 2 else {
+            throw TextSpanInputError(path: reader.run.path, message: "\(reader.rowCount) image(s); TextSpan needs at least 2")
+        }
+    }
+
+    /// TextSpan on one unit's contributions c [N, D'].
+    /// TextSpan errors are restated naming the run and the unit, unless `rethrowing` is false.
+    static func analyse(_ c: Tensor, label: String, reader: StoreReader, pool: DescriptionPool, texts: Tensor,
+                        options: TextSpanRunOptions, rethrowing: Bool = true) throws -> TextSpanResult {
+        let rank = min(options.rank ?? TextSpanRunOptions.defaultRank, c.shape[1])
+        do {
+            return try TextSpan.run(contributions: c, texts: texts, steps: options.perHead, rank: rank, clampRank: options.rank == nil)
+        } catch let e as TextSpanError where !rethrowing {
+            throw e
+        } catch {
+            throw TextSpanInputError(path: reader.run.path, message: "\(label): \(error)")
+        }
+    }
+
+    static func steps(_ result: TextSpanResult, _ pool: DescriptionPool) -> [DescriptionStep] {
+        result.steps.enumerated().map { s, step in
+            DescriptionStep(step: s + 1, text: pool.texts[step.index], line: pool.lines[step.index],
+                            varianceExplained: step.varianceExplained, cumulative: step.cumulative)
+        }
+    }
+
+    /// Total centred variance Σ_j Var(c[:, j]) (unbiased), float64.
+    enum ColumnVariance {
+        static func total(_ c: Tensor) -> Double {
+            let n = c.shape[0], d = c.shape[1]
+            guard n >= 2 else { return 0 }
+            var total = 0.0
+            for j in 0..<d {
+                var s = 0.0, s2 = 0.0
+                for i in 0..<n { let v = Double(c.data[i * d + j]); s += v; s2 += v * v }
+                total += max(0, s2 - s * s / Double(n)) / Double(n - 1)
+            }
+            return total
+        }
     }
 
     static func accumulate(_ into: inout [Float], _ a: Tensor, minus b: Tensor) {

@@ -70,7 +70,7 @@ struct SpuriousCommand: AsyncParsableCommand {
         options.seed = seed
         let candidateLayers: [Int]? = paperAblations ? Array(max(0, nl - options.paperKeptLayers)..<nl) : nil
 
-        let (clip, hash) = try await textOptions.load(reader)
+        let (clip, hash, _) = try await textOptions.load(reader, align: nil, command: "spurious")
         let classifier = try clip.zeroShotClassifier(classes: classNames, templates: templateList)
         let choice: HeadChoice
         if let explicit {

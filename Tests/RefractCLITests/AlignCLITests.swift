@@ -124,4 +124,58 @@ extension CLITests {
         try refused(["--clip-embeddings", e, "--held-out", "1"], ["--held-out"])
         try refused(["--clip-embeddings", e, "--batch-size", "0"], ["--batch-size"])
     }
+
+    /// textspan and heads read a timm run through --align; without it, or with another CLIP, they refuse.
+    func testTextSpanAndHeadsReadAnAlignedRun() throws {
+        let (run, e, data) = try alignInputs()
+        let align = path(scratch, "align")
+        XCTAssertEqual(try refract(["align", "--run", run, "--clip-embeddings", e, "--output", align] + Self.smallTraining).status, 0)
+        let pool = path(scratch, "pool.txt")
+        try "a red thing\na blue thing\na photo of a dog\na photo of a cat\nsomething green\nan animal\n".write(toFile: pool, atomically: true, encoding: .utf8)
+        let out = path(scratch, "ts")
+        let t = try refract(["textspan", "--run", run, "--align", align, "--descriptions", pool, "--output", out, "--per-head", "2"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertTrue(t.stdout.contains("attn.2.3: "), t.stdout)
+        XCTAssertTrue(t.stdout.contains("readout_bias: (the contributions are the same"), t.stdout)
+        struct Report: Decodable {
+            struct Head: Decodable { var component: String?; var descriptions: [Step] }
+            struct Step: Decodable { var text: String }
+            struct Align: Decodable { var mapsSHA256: String }
+            var heads: [Head]; var alignment: Align?
+        }
+        let report = try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: out).appendingPathComponent("textspan.json")))
+        XCTAssertEqual(report.heads.count, 20, "every component labelled")
+        XCTAssertEqual(report.heads.first?.component, "init")
+        XCTAssertNotNil(report.alignment)
+        XCTAssertEqual(report.heads.first { $0.component == "mlp.1" }?.descriptions.count, 2)
+        // A chosen few.
+        let few = try refract(["textspan", "--run", run, "--align", align, "--descriptions", pool, "--output", path(scratch, "ts2"),
+                               "--per-head", "1", "--components", "mlp.2,attn.0.1"])
+        XCTAssertEqual(few.status, 0, few.stderr)
+        XCTAssertEqual(few.stdout.split(separator: "\n").filter { $0.hasPrefix("attn.0.1:") || $0.hasPrefix("mlp.2:") }.count, 2, few.stdout)
+        let h = try refract(["heads", "--run", run, "--align", align, "--text", "a photo of a dog", "--top", "3"])
+        XCTAssertEqual(h.status, 0, h.stderr)
+        XCTAssertTrue(h.stdout.contains("components by variance along"), h.stdout)
+        XCTAssertEqual(h.stdout.split(separator: "\n").count, 4, h.stdout)
+        // Refusals.
+        func refused(_ args: [String], _ fragment: String, line: UInt = #line) throws {
+            let r = try refract(args)
+            XCTAssertNotEqual(r.status, 0, line: line)
+            XCTAssertTrue(r.stderr.contains(fragment), "missing '\(fragment)' in: \(r.stderr)", line: line)
+        }
+        try refused(["heads", "--run", run, "--text", "a dog"], "give it with --align")
+        try refused(["textspan", "--run", run, "--align", align, "--descriptions", pool, "--output", path(scratch, "x"), "--components", "mlp.9"],
+                    "no component 'mlp.9'")
+        try refused(["textspan", "--run", run, "--align", align, "--descriptions", pool, "--output", path(scratch, "x"), "--layers", "all"],
+                    "--components")
+        try refused(["heads", "--run", run, "--align", align, "--text", "a dog", "--model", path(Self.models, "hf-tiny")], "alignment's CLIP")
+        let clipRun = path(scratch, "clip-run")
+        XCTAssertEqual(try refract(["decompose", "--model", path(Self.models, "openclip-tiny"), "--output", clipRun, data]).status, 0)
+        try refused(["heads", "--run", clipRun, "--align", align, "--text", "a dog"], "already in CLIP space")
+        // An alignment of another run (another decomposition of the same model).
+        let other = path(scratch, "deit-from1")
+        XCTAssertEqual(try refract(["decompose", "--model", Self.timmFixtures.appendingPathComponent("deit-tiny").path, "--output", other,
+                                    "--from-block", "1", data]).status, 0)
+        try refused(["heads", "--run", other, "--align", align, "--text", "a dog"], "another decomposition")
+    }
 }
