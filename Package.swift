@@ -67,7 +67,7 @@ let package = Package(
                 dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot"],
                 resources: [.copy("Resources")]),
         // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
-        .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage"]),
+        .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign"]),
         // Spurious cues (Waterbirds): per-group accuracy under head ablations.
         .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP"]),
         .executableTarget(

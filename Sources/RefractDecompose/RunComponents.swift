@@ -21,7 +21,7 @@ public enum RunComponents {
         throw DatasetError(path: reader.run.path, message: "a run of \(reader.manifest.model.id) (\(arch)), whose components live in its own "
             + "space, not CLIP's: \(command) compares components with CLIP text embeddings, which needs them mapped into CLIP "
             + "space first: make an alignment with refract align (CompAlign) and "
-            + (readsAlignments ? "give it with --align" : "give it with --align to textspan, heads or score (\(command) does not read alignments yet)")
+            + (readsAlignments ? "give it with --align" : "give it with --align to textspan, heads, retrieve or score (\(command) does not read alignments yet)")
             + "; export its components with refract export")
     }
 

@@ -17,6 +17,7 @@
 // (`StoreReader.summedSlices`) that touches only the chosen heads' bytes.
 
 import Foundation
+import RefractAlign
 import RefractCLIP
 import RefractDecompose
 import RefractImage
@@ -107,7 +108,7 @@ public struct RetrievalReport: Codable, Equatable, Sendable {
     public var model: String
     public var weightsSHA256: String
     public var convention: String
-    /// `LAYER.HEAD`, in the order their contributions are summed.
+    /// `LAYER.HEAD` (a timm run: the component names), in the order their contributions are summed.
     public var heads: [String]
     public var metric: String
     /// Rows compared with the query (the run's rows, less the query's own row).
@@ -180,12 +181,82 @@ public enum Retrieval {
         }
         guard options.top > 0 else { throw RetrievalError(path: runPath, message: "top must be positive, got \(options.top)") }
         let vectors = try headSetVectors(reader, heads: options.heads)                        // [N, D']
-        let images = reader.rowImages
+        let label = options.heads.map(\.description).joined(separator: ",")
+        let (vector, exclude, info): ([Float], Int?, RetrievalQueryInfo)
+        switch query {
+        case .image(let path) where storedRow(forImageAt: path, in: reader) == nil:
+            guard let model else {
+                throw RetrievalError(path: path, message: "the image is not in the run; decomposing it needs the run's model")
+            }
+            vector = try decomposedVector(path, reader: reader, model: model, heads: options.heads)
+            exclude = nil
+            info = RetrievalQueryInfo(kind: "image", source: "decomposed", row: nil, imageIndex: nil, path: path, label: nil,
+                                      text: nil, note: "not an image of the run; decomposed with the run's model and convention "
+                                        + "(\(reader.manifest.convention))", norm: 0)
+        case .text(let text):
+            (vector, info) = try textQuery(text, width: width, runPath: runPath, note: "the L2-normalised text embedding of the run's model") {
+                guard let model else { throw RetrievalError(path: runPath, message: "a text query needs the run's model") }
+                return model.encodeTexts([$0])
+            }
+            exclude = nil
+        default:
+            (vector, exclude, info) = try rowQuery(query, reader: reader, vectors: vectors, note: "its stored contributions are used")
+        }
+        return try report(reader, vectors: vectors, query: (vector, exclude, info), units: options.heads.map(\.description),
+                          label: "heads \(label)", options: options)
+    }
 
-        // The query's vector, and the row to leave out.
-        let vector: [Float]
-        var exclude: Int?
-        var info: RetrievalQueryInfo
+    /// Answers `query` over a run of a non-CLIP model by the sum of the chosen `components` (indices in
+    /// the run's order), as the paper's applications: a text is compared with the components aligned
+    /// into CLIP space (`aligned`, a_c = x_c·W_c + b/C, and the text's embedding `textEmbedding` by the
+    /// alignment's CLIP, both needed for a text); an image of the run with the unaligned components
+    /// (similarity in the model's own space, as the official image-based retrieval).
+    public static func search(_ reader: StoreReader, components: [Int], query: RetrievalQuery, options: RetrievalOptions,
+                              aligned: AlignedRun? = nil, textEmbedding: [Float]? = nil) throws -> RetrievalReport {
+        let runPath = reader.run.path
+        let names = try RunComponents.describe(reader).map(\.name)
+        guard !components.isEmpty else { throw RetrievalError(path: runPath, message: "no components given") }
+        if let bad = components.first(where: { $0 < 0 || $0 >= names.count }) {
+            throw RetrievalError(path: runPath, message: "component index \(bad) is outside the run's \(names.count) components")
+        }
+        guard options.top > 0 else { throw RetrievalError(path: runPath, message: "top must be positive, got \(options.top)") }
+        let units = components.map { names[$0] }
+        let vectors: Tensor
+        let (vector, exclude, info): ([Float], Int?, RetrievalQueryInfo)
+        switch query {
+        case .text(let text):
+            guard let aligned, let textEmbedding else {
+                throw RetrievalError(path: runPath, message: "a text query on a run of \(reader.manifest.model.id) needs its alignment "
+                                        + "into CLIP space (refract align; --align) and that CLIP's text embedding")
+            }
+            var sum = [Float](repeating: 0, count: reader.rowCount * aligned.width)                 // [N, D]
+            try aligned.forEachComponent(components) { _, a in for i in 0..<sum.count { sum[i] += a.data[i] } }
+            vectors = Tensor(shape: [reader.rowCount, aligned.width], data: sum)
+            (vector, info) = try textQuery(text, width: aligned.width, runPath: runPath,
+                                           note: "the L2-normalised text embedding of \(aligned.alignment.manifest.target.model.id), "
+                                            + "compared with the components aligned into its space") { _ in
+                Tensor(shape: [1, textEmbedding.count], data: textEmbedding)
+            }
+            exclude = nil
+        case .image(let path) where storedRow(forImageAt: path, in: reader) == nil:
+            throw RetrievalError(path: path, message: "the image is not in the run; for a run of a timm model, decompose it into "
+                                    + "the run first (images of the run are compared by their stored components)")
+        default:
+            vectors = try reader.summedSlices(of: "components", indices: components.map { [$0] })      // [N, d]
+            try vectors.requireFiniteRows(note: "retrieve refuses runs holding non-finite values; decompose the images again") { row in
+                (runPath, "the chosen components of row \(row) (image \(reader.rowImages[row].path))")
+            }
+            (vector, exclude, info) = try rowQuery(query, reader: reader, vectors: vectors,
+                                                   note: "its stored components are used, unaligned (in the model's own space)")
+        }
+        return try report(reader, vectors: vectors, query: (vector, exclude, info), units: units,
+                          label: "components \(units.joined(separator: ","))", options: options)
+    }
+
+    /// A query that is a row of the run (`.row`, or `.image` of a stored image): its vector and row.
+    static func rowQuery(_ query: RetrievalQuery, reader: StoreReader, vectors: Tensor,
+                         note: String) throws -> ([Float], Int?, RetrievalQueryInfo) {
+        let images = reader.rowImages
         func rowInfo(_ r: Int, kind: String, note: String) -> RetrievalQueryInfo {
             RetrievalQueryInfo(kind: kind, source: "run", row: r, imageIndex: reader.rowImageIndices[r], path: images[r].path,
                                label: images[r].label, text: nil, note: note, norm: 0)
@@ -193,55 +264,51 @@ public enum Retrieval {
         switch query {
         case .row(let r):
             guard r >= 0 && r < reader.rowCount else {
-                throw RetrievalError(path: runPath, message: "index \(r) is outside the run's \(reader.rowCount) rows "
+                throw RetrievalError(path: reader.run.path, message: "index \(r) is outside the run's \(reader.rowCount) rows "
                                         + "(0...\(reader.rowCount - 1))")
             }
-            vector = Array(vectors.row(r))
-            exclude = r
-            info = rowInfo(r, kind: "index", note: "row \(r) of the run; its stored contributions are used and it is left out of the results")
+            return (Array(vectors.row(r)), r, rowInfo(r, kind: "index", note: "row \(r) of the run; \(note) and it is left out of the results"))
         case .image(let path):
-            if let r = storedRow(forImageAt: path, in: reader) {
-                vector = Array(vectors.row(r))
-                exclude = r
-                info = rowInfo(r, kind: "image", note: "the image is row \(r) of the run; its stored contributions are used "
-                                + "and it is left out of the results")
-                info.path = path
-            } else {
-                guard let model else {
-                    throw RetrievalError(path: path, message: "the image is not in the run; decomposing it needs the run's model")
-                }
-                vector = try decomposedVector(path, reader: reader, model: model, heads: options.heads)
-                info = RetrievalQueryInfo(kind: "image", source: "decomposed", row: nil, imageIndex: nil, path: path, label: nil,
-                                          text: nil, note: "not an image of the run; decomposed with the run's model and convention "
-                                            + "(\(reader.manifest.convention))", norm: 0)
-            }
-        case .text(let text):
-            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !trimmed.isEmpty else { throw RetrievalError(path: runPath, message: "the query text is empty") }
-            guard let model else { throw RetrievalError(path: runPath, message: "a text query needs the run's model") }
-            let t = Ops.l2Normalized(model.encodeTexts([trimmed]))                             // [1, D']
-            guard t.shape == [1, width] else {
-                throw RetrievalError(path: runPath, message: "the model's text embedding has width \(t.shape.last ?? 0), the run's is \(width)")
-            }
-            vector = t.data
-            info = RetrievalQueryInfo(kind: "text", source: "textEncoder", row: nil, imageIndex: nil, path: nil, label: nil,
-                                      text: trimmed, note: "the L2-normalised text embedding of the run's model", norm: 0)
+            guard let r = storedRow(forImageAt: path, in: reader) else { preconditionFailure("an image of the run") }
+            var info = rowInfo(r, kind: "image", note: "the image is row \(r) of the run; \(note) and it is left out of the results")
+            info.path = path
+            return (Array(vectors.row(r)), r, info)
+        case .text:
+            preconditionFailure("a row query")
         }
+    }
+
+    /// A text query's vector: the L2-normalised embedding `embed(text)` [1, width].
+    static func textQuery(_ text: String, width: Int, runPath: String, note: String,
+                          embed: (String) throws -> Tensor) throws -> ([Float], RetrievalQueryInfo) {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw RetrievalError(path: runPath, message: "the query text is empty") }
+        let t = Ops.l2Normalized(try embed(trimmed))                                              // [1, D']
+        guard t.shape == [1, width] else {
+            throw RetrievalError(path: runPath, message: "the text embedding has width \(t.shape.last ?? 0), the run's is \(width)")
+        }
+        return (t.data, RetrievalQueryInfo(kind: "text", source: "textEncoder", row: nil, imageIndex: nil, path: nil, label: nil,
+                                           text: trimmed, note: note, norm: 0))
+    }
+
+    /// Ranks `vectors` by the query and assembles the report.
+    static func report(_ reader: StoreReader, vectors: Tensor, query: ([Float], Int?, RetrievalQueryInfo), units: [String],
+                       label: String, options: RetrievalOptions) throws -> RetrievalReport {
+        var (vector, exclude, info) = query
         info.norm = norm(vector)
         guard info.norm > 0, info.norm.isFinite else {
-            throw RetrievalError(path: runPath, message: "the query's vector for heads "
-                                    + "\(options.heads.map(\.description).joined(separator: ",")) is \(info.norm.isFinite ? "zero" : "not finite (NaN or infinity)"); "
-                                    + "there is nothing to compare")
+            throw RetrievalError(path: reader.run.path, message: "the query's vector for \(label) is "
+                                    + "\(info.norm.isFinite ? "zero" : "not finite (NaN or infinity)"); there is nothing to compare")
         }
-
+        let images = reader.rowImages
         let ranked = rank(vectors, query: vector, metric: options.metric, top: options.top, excluding: exclude)
         let hits = ranked.enumerated().map { i, r in
             RetrievalHit(rank: i + 1, row: r.row, imageIndex: reader.rowImageIndices[r.row], path: images[r.row].path,
                          label: images[r.row].label, score: r.score, norm: r.norm)
         }
         let m = reader.manifest
-        return RetrievalReport(formatVersion: formatVersion, run: runPath, model: m.model.id, weightsSHA256: m.model.weightsSHA256,
-                               convention: m.convention, heads: options.heads.map(\.description), metric: options.metric.rawValue,
+        return RetrievalReport(formatVersion: formatVersion, run: reader.run.path, model: m.model.id, weightsSHA256: m.model.weightsSHA256,
+                               convention: m.convention, heads: units, metric: options.metric.rawValue,
                                candidates: reader.rowCount - (exclude == nil ? 0 : 1), top: options.top, query: info, results: hits)
     }
 

@@ -2,6 +2,8 @@
 
 import ArgumentParser
 import Foundation
+import RefractAlign
+import RefractCheckpoint
 import RefractCLIP
 import RefractDecompose
 import RefractRetrieve
@@ -19,6 +21,9 @@ struct RetrieveCommand: AsyncParsableCommand {
         0-based row; left out of the results), an image file (--image; the stored row when the file is one \
         of the run's images, otherwise decomposed with the run's model), or a text (--text; its normalised \
         text embedding). --metric cosine (the paper) or dot (the official notebook's ranking). \
+        Runs of timm models sum --components instead: a text is compared with them aligned into CLIP space \
+        (--align ALIGN from refract align, the text embedded by that CLIP), an image of the run with its \
+        unaligned components (the paper's image-based retrieval). \
         Writes retrieval.json and retrieval.html (a contact sheet with thumbnails) into --output.
         """)
 
@@ -26,7 +31,9 @@ struct RetrieveCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Query: an image file.") var image: String?
     @Option(name: .long, help: "Query: row ROW of the run (0-based).") var index: Int?
     @Option(name: .long, help: "Query: a text, e.g. \"a red car\".") var text: String?
-    @Option(name: .long, help: "Heads whose contributions are summed, as LAYER.HEAD: 11.3,10.7") var heads: String
+    @Option(name: .long, help: "CLIP runs: heads whose contributions are summed, as LAYER.HEAD: 11.3,10.7") var heads: String?
+    @Option(name: .long, help: "timm runs: components whose contributions are summed, by name: attn.11.3,mlp.10") var components: String?
+    @Option(name: .long, help: "timm runs, text queries: the run's alignment into CLIP space (refract align).") var align: String?
     @Option(name: .long, help: "How many images to return.") var top = 15
     @Option(name: .long, help: "cosine (default) or dot.") var metric = "cosine"
     @Option(name: .long, help: "Model for text and new images (default: the run's model id); its weights must be the run's.")
@@ -47,26 +54,62 @@ struct RetrieveCommand: AsyncParsableCommand {
         try CountBounds.check("--index", index, CountBounds.index)
         try CountBounds.check("--threads", threads, CountBounds.threads)
         let reader = try StoreReader(run: URL(fileURLWithPath: run))
-        try RunComponents.requireCLIP(reader, command: "retrieve")
+        let query: RetrievalQuery = index.map { .row($0) } ?? image.map { .image($0) } ?? .text(text ?? "")
+        let report: RetrievalReport
+        if RunComponents.isTimm(reader) {
+            report = try await searchComponents(reader, query: query, metric: metric)
+        } else {
+            report = try await searchHeads(reader, query: query, metric: metric)
+        }
+        let files = try RetrievalOutput.write(report, to: URL(fileURLWithPath: output))
+
+        let q = report.query
+        print("query: " + (q.text.map { "\"\($0)\"" } ?? q.path ?? "?") + " (\(q.note))")
+        print("\(RunComponents.isTimm(reader) ? "components" : "heads") \(report.heads.joined(separator: ",")), \(report.metric), \(report.candidates) images:")
+        for hit in report.results {
+            print(String(format: "%3d. %9.4f  row %-6d %@%@", hit.rank, hit.score, hit.row, hit.path,
+                         hit.label.map { "  [\($0)]" } ?? ""))
+        }
+        FileHandle.standardError.write(Data("wrote \(files.json.path), \(files.html.path)\n".utf8))
+    }
+
+    /// A timm run: the chosen components; a text through the alignment's CLIP.
+    func searchComponents(_ reader: StoreReader, query: RetrievalQuery, metric: RetrievalMetric) async throws -> RetrievalReport {
+        guard heads == nil else { throw ValidationError("--heads chooses a CLIP run's heads; for a run of a timm model give --components") }
+        guard let components else { throw ValidationError("give --components: the components whose contributions are summed (refract export lists them)") }
+        let chosen = try ComponentSelection.parse(components, of: try RunComponents.describe(reader).map(\.name))
+        var aligned: AlignedRun?
+        var embedding: [Float]?
+        if case .text(let text) = query {
+            guard let align else {
+                try RunComponents.requireCLIP(reader, command: "retrieve --text", readsAlignments: true)
+                fatalError("requireCLIP refuses a timm run")
+            }
+            try BLAS.load()
+            if let threads { BLAS.setThreads(threads) }
+            let run = try AlignedRun(reader: reader, alignment: try Alignment.load(URL(fileURLWithPath: align)))
+            let (clip, _) = try await TextOptions.alignmentCLIP(run, spec: model)
+            aligned = run
+            embedding = clip.encodeTexts([text.trimmingCharacters(in: .whitespacesAndNewlines)]).data
+        } else if align != nil {
+            throw ValidationError("--align is for text queries; images of the run are compared by their unaligned components")
+        }
+        return try Retrieval.search(reader, components: chosen, query: query, options: RetrievalOptions(top: top, metric: metric),
+                                    aligned: aligned, textEmbedding: embedding)
+    }
+
+    /// A CLIP run: the chosen heads.
+    func searchHeads(_ reader: StoreReader, query: RetrievalQuery, metric: RetrievalMetric) async throws -> RetrievalReport {
+        guard components == nil, align == nil else { throw ValidationError("--components and --align are for runs of timm models; a CLIP run takes --heads") }
+        guard let heads else { throw ValidationError("give --heads: the heads whose contributions are summed, as LAYER.HEAD") }
         let dims = try Retrieval.dimensions(reader)
         let options = RetrievalOptions(heads: try HeadID.parseList(heads, layers: dims.layers, heads: dims.heads), top: top, metric: metric)
-        let query: RetrievalQuery = index.map { .row($0) } ?? image.map { .image($0) } ?? .text(text ?? "")
         var clip: CLIP?
         if Retrieval.needsModel(query, reader: reader) {
             try BLAS.load()
             if let threads { BLAS.setThreads(threads) }
             clip = try await RunModel.load(for: reader, spec: model)
         }
-        let report = try Retrieval.search(reader, query: query, options: options, model: clip)
-        let files = try RetrievalOutput.write(report, to: URL(fileURLWithPath: output))
-
-        let q = report.query
-        print("query: " + (q.text.map { "\"\($0)\"" } ?? q.path ?? "?") + " (\(q.note))")
-        print("heads \(report.heads.joined(separator: ",")), \(report.metric), \(report.candidates) images:")
-        for hit in report.results {
-            print(String(format: "%3d. %9.4f  row %-6d %@%@", hit.rank, hit.score, hit.row, hit.path,
-                         hit.label.map { "  [\($0)]" } ?? ""))
-        }
-        FileHandle.standardError.write(Data("wrote \(files.json.path), \(files.html.path)\n".utf8))
+        return try Retrieval.search(reader, query: query, options: options, model: clip)
     }
 }

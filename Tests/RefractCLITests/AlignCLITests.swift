@@ -157,6 +157,14 @@ extension CLITests {
         XCTAssertEqual(h.status, 0, h.stderr)
         XCTAssertTrue(h.stdout.contains("components by variance along"), h.stdout)
         XCTAssertEqual(h.stdout.split(separator: "\n").count, 4, h.stdout)
+        // retrieve: a text through the alignment, a row by the unaligned components.
+        let rt = try refract(["retrieve", "--run", run, "--components", "mlp.2,attn.2.1", "--align", align, "--text", "a photo of a dog",
+                              "--top", "2", "--output", path(scratch, "rt")])
+        XCTAssertEqual(rt.status, 0, rt.stderr)
+        XCTAssertTrue(rt.stdout.contains("compared with the components aligned into its space"), rt.stdout)
+        let ri = try refract(["retrieve", "--run", run, "--components", "mlp.2", "--index", "1", "--output", path(scratch, "ri")])
+        XCTAssertEqual(ri.status, 0, ri.stderr)
+        XCTAssertTrue(ri.stdout.contains("unaligned"), ri.stdout)
         // Refusals.
         func refused(_ args: [String], _ fragment: String, line: UInt = #line) throws {
             let r = try refract(args)
@@ -164,6 +172,8 @@ extension CLITests {
             XCTAssertTrue(r.stderr.contains(fragment), "missing '\(fragment)' in: \(r.stderr)", line: line)
         }
         try refused(["heads", "--run", run, "--text", "a dog"], "give it with --align")
+        try refused(["retrieve", "--run", run, "--components", "mlp.2", "--text", "a dog", "--output", path(scratch, "x")], "give it with --align")
+        try refused(["retrieve", "--run", run, "--heads", "2.1", "--index", "0", "--output", path(scratch, "x")], "--components")
         try refused(["textspan", "--run", run, "--align", align, "--descriptions", pool, "--output", path(scratch, "x"), "--components", "mlp.9"],
                     "no component 'mlp.9'")
         try refused(["textspan", "--run", run, "--align", align, "--descriptions", pool, "--output", path(scratch, "x"), "--layers", "all"],
