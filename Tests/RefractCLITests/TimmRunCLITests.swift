@@ -129,11 +129,15 @@ extension CLITests {
         XCTAssertEqual(try refract(["decompose", "--model", path(Self.timm, "deit-tiny"), "--output", run, path(Self.models, "inputs")]).status, 0)
         let texts = path(scratch, "pool.txt")
         try "a dog\na cat".write(toFile: texts, atomically: true, encoding: .utf8)
+        // Without an alignment (--align), the commands that compare components with texts refuse, naming it.
         for args in [["textspan", "--run", run, "--descriptions", texts, "--output", path(scratch, "ts")],
                      ["heads", "--run", run, "--text", "a dog"],
-                     ["retrieve", "--run", run, "--index", "0", "--heads", "0.0", "--output", path(scratch, "rt")]] {
-            assertFailure(try refract(args), mentions: [run, "CompAlign", args[0]])
+                     ["retrieve", "--run", run, "--text", "a dog", "--components", "mlp.0", "--output", path(scratch, "rt")]] {
+            assertFailure(try refract(args), mentions: [run, "CompAlign", "--align", args[0]])
         }
+        // A CLIP run's head selection is not a timm run's.
+        assertFailure(try refract(["retrieve", "--run", run, "--index", "0", "--heads", "0.0", "--output", path(scratch, "rt")]),
+                      mentions: ["--components"])
         // Options that belong to the other family.
         assertFailure(try refract(["decompose", "--model", path(Self.timm, "deit-tiny"), "--output", path(scratch, "x"),
                                    "--convention", "gandelsman2024", path(Self.models, "inputs")]), mentions: ["gandelsman2024"])
