@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import RefractAlign
 import RefractCLIP
 import RefractDecompose
 import RefractStore
@@ -134,7 +135,8 @@ struct Ablate: AsyncParsableCommand {
         discussion: """
         timm runs of models with a classifier head (DeiT, Swin): the layer-ablation curve of Balasubramanian et al.: \
         the last K decomposed blocks (heads, attention bias, MLP) replaced by their means, K = 0 up to every block, \
-        classified by the model's own head (--classes optional: the head's label_names, else ImageNet's for 1000 classes). \
+        classified by the model's own head (--classes optional: the head's label_names, else ImageNet's for 1000 classes) \
+        or, for models without one (DINO, DINOv2), by a linear probe (--probe, from refract probe). \
         Labels come from the run (class folders, or a label column). They are matched to --classes by name, \
         as 0-based indices, or (ImageNet folders of synset ids) the i-th sorted label is the i-th class line. \
         Means are taken over the run itself unless --means-from names another run of the same model. \
@@ -145,6 +147,8 @@ struct Ablate: AsyncParsableCommand {
     @Option(name: .long, help: "Class names, one per line (CLIP: required; timm: the head's outputs in order).") var classes: String?
     @Option(name: .long, help: "Templates with {} for the class name, one per line (default: \"a photo of a {}.\").") var templates: String?
     @Option(name: .long, help: "Take the means from this run instead (same model and convention).") var meansFrom: String?
+    @Option(name: .long, help: "timm runs: classify with this linear probe (refract probe) instead of the model's head (DINO, DINOv2).")
+    var probe: String?
     @Option(name: .long, help: "Model for the text encoder (default: the run's model id); its weights must be the run's.") var model: String?
     @Option(name: .long, help: "BLAS threads.") var threads: Int?
     @Option(name: .long, help: "Output directory.") var output: String
@@ -156,18 +160,26 @@ struct Ablate: AsyncParsableCommand {
         try BLAS.load()
         try CountBounds.check("--threads", threads, CountBounds.threads); if let threads { BLAS.setThreads(threads) }
         let report: AblationReport
-        if RunComponents.isTimm(reader) {
+        if RunComponents.isTimm(reader), let probe {
+            if templates != nil || classes != nil { throw ValidationError("--templates and --classes do not apply with --probe: it has its own classes") }
+            let p = try ProbeArtefact.load(URL(fileURLWithPath: probe))
+            try p.check(run: reader)
+            report = try LayerAblation.run(reader, meansFrom: means, classify: { p.probe.logits($0) }, classes: p.manifest.classes,
+                                           classFile: "the classes of the probe \(probe)")
+        } else if RunComponents.isTimm(reader) {
             if templates != nil { throw ValidationError("--templates applies to CLIP runs; a timm run is classified by its model's head") }
             guard let timm = try await RunModel.loadAny(for: reader, spec: model) as? TimmModel else {
                 throw ValidationError("\(run): a timm run whose model is not a timm model")
             }
             guard timm.hasHead else {
-                throw ValidationError("\(timm.id) has no classifier head (num_classes 0): the layer ablation needs one (DeiT, Swin, MaxViT)")
+                throw ValidationError("\(timm.id) has no classifier head (num_classes 0): the layer ablation needs one (DeiT, Swin, MaxViT), "
+                                      + "or a linear probe of the run's representations (refract probe; --probe)")
             }
             let names = try TimmClassNames.resolve(given: classNames, givenFile: classes, model: timm)
             report = try LayerAblation.run(reader, meansFrom: means, classify: { timm.logits($0)! }, classes: names,
                                            classFile: classes ?? "the classes of \(timm.id)'s head")
         } else {
+            if probe != nil { throw ValidationError("--probe is for runs of timm models; a CLIP run is classified zero-shot") }
             guard let classNames, let classes else { throw ValidationError("--classes is required for a CLIP run (zero-shot class names)") }
             let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) }
                 ?? ZeroShotClassifier.defaultTemplates
