@@ -69,7 +69,7 @@ let package = Package(
         // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
         .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign"]),
         // Spurious cues (Waterbirds): per-group accuracy under head ablations.
-        .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP"]),
+        .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractAlign"]),
         .executableTarget(
             name: "refract",
             dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractStore", "RefractTextSpan",

@@ -17,7 +17,7 @@ struct Refract: AsyncParsableCommand {
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations.",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
                       Ablate.self, TextSpanCommand.self, HeadsCommand.self, HeatmapCommand.self, SegmentCommand.self,
-                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ScoreCommand.self, Env.self])
+                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ProbeCommand.self, ScoreCommand.self, Env.self])
 }
 
 // MARK: Shared options

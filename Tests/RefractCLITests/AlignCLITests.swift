@@ -188,4 +188,71 @@ extension CLITests {
                                     "--from-block", "1", data]).status, 0)
         try refused(["heads", "--run", other, "--align", align, "--text", "a dog"], "another decomposition")
     }
+
+    /// Waterbirds for a timm run end to end: decompose a metadata list, probe on its training split,
+    /// align, then spurious with the components chosen by score(spurious) − score(core).
+    func testWaterbirdsWithAProbeAndScoredComponents() throws {
+        let data = scratch.appendingPathComponent("wb")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let sources = ["img0_40x32.png", "img1_32x48.png", "img2_64x64.png", "img3_33x31.png"]
+        var csv = "img_filename,y,split,place\n"
+        for i in 0..<12 {
+            try FileManager.default.copyItem(at: Self.models.appendingPathComponent("inputs/\(sources[i % 4])"),
+                                             to: data.appendingPathComponent("bird\(i).png"))
+            csv += "bird\(i).png,\(i % 2),\(i < 6 ? 0 : (i < 9 ? 1 : 2)),\((i / 2) % 2)\n"
+        }
+        let meta = data.appendingPathComponent("metadata.csv")
+        try csv.write(to: meta, atomically: true, encoding: .utf8)
+        let run = path(scratch, "wb-run")
+        let d = try refract(["decompose", "--model", Self.timmFixtures.appendingPathComponent("deit-tiny").path, "--output", run, meta.path])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        let probe = path(scratch, "probe")
+        let p = try refract(["probe", "--run", run, "--output", probe, "--where", "split=0", "--label-column", "y", "--classes", "landbird,waterbird",
+                             "--epochs", "5"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        XCTAssertTrue(p.stdout.contains("Linear(32, 2) on representation of 6 rows"), p.stdout)
+        let e = path(scratch, "wb-clip.npy")
+        XCTAssertEqual(try refract(["embed-images", "--model", path(Self.models, "openclip-tiny"), "--output", e, data.path]).status, 0)
+        let align = path(scratch, "wb-align")
+        let a = try refract(["align", "--run", run, "--clip-embeddings", e, "--output", align, "--epochs", "2", "--batch-size", "4"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let out = path(scratch, "wb-spurious")
+        let r = try refract(["spurious", "--run", run, "--metadata", meta.path, "--probe", probe, "--align", align,
+                             "--ablate-by-text", "location", "--top", "3", "--split", "val,test", "--random-draws", "2", "--output", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("base ") && r.stdout.contains("ablated ") && r.stdout.contains("random components"), r.stdout)
+        struct Report: Decodable {
+            struct Selection: Decodable { var rule: String; var keys: [Double]? }
+            struct Evaluation: Decodable { var images: Int }
+            var components: [String]; var selection: Selection; var evaluation: Evaluation
+        }
+        let report = try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: out).appendingPathComponent("spurious.json")))
+        XCTAssertEqual(report.components.count, 3)
+        XCTAssertEqual(report.selection.rule, "score")
+        XCTAssertEqual(report.evaluation.images, 6)
+        // Chosen by name; the same probe; refusals.
+        XCTAssertEqual(try refract(["spurious", "--run", run, "--metadata", meta.path, "--probe", probe, "--ablate", "mlp.2,attn.2.0",
+                                    "--output", path(scratch, "wb2")]).status, 0)
+        let noProbe = try refract(["spurious", "--run", run, "--metadata", meta.path, "--classes", "landbird,waterbird", "--ablate", "mlp.2",
+                                   "--output", path(scratch, "wb3")])
+        XCTAssertNotEqual(noProbe.status, 0)
+        XCTAssertTrue(noProbe.stderr.contains("--probe"), noProbe.stderr)
+    }
+
+    /// DINO has no head: its layer-ablation curve is classified by a probe trained on the run.
+    func testLayerAblationOfAHeadlessModelThroughAProbe() throws {
+        let data = try labelledImages("cat", "dog")
+        let run = path(scratch, "dino-run"), probe = path(scratch, "dino-probe")
+        XCTAssertEqual(try refract(["decompose", "--model", Self.timmFixtures.appendingPathComponent("dino-tiny").path, "--output", run, data]).status, 0)
+        let headless = try refract(["ablate", "--run", run, "--output", path(scratch, "a0")])
+        XCTAssertNotEqual(headless.status, 0)
+        XCTAssertTrue(headless.stderr.contains("--probe"), headless.stderr)
+        let p = try refract(["probe", "--run", run, "--output", probe, "--epochs", "50", "--learning-rate", "0.05"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        XCTAssertTrue(p.stdout.contains("training accuracy: 100.00%"), p.stdout)
+        let a = try refract(["ablate", "--run", run, "--probe", probe, "--output", path(scratch, "a1")])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertTrue(a.stdout.contains("100.00%"), a.stdout)                     // nothing ablated: the probe's own training accuracy
+        XCTAssertNotEqual(try refract(["ablate", "--run", run, "--probe", probe, "--classes", "x", "--output", path(scratch, "a2")]).status, 0)
+    }
 }
