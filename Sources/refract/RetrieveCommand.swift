@@ -34,6 +34,10 @@ struct RetrieveCommand: AsyncParsableCommand {
     @Option(name: .long, help: "CLIP runs: heads whose contributions are summed, as LAYER.HEAD: 11.3,10.7") var heads: String?
     @Option(name: .long, help: "timm runs: components whose contributions are summed, by name: attn.11.3,mlp.10") var components: String?
     @Option(name: .long, help: "timm runs, text queries: the run's alignment into CLIP space (refract align).") var align: String?
+    @Option(name: .long, help: "timm runs: take the components from this score report (refract score --output DIR: DIR or DIR/score.json), by its ranking key.")
+    var score: String?
+    @Option(name: .customLong("top-components"), help: "With --score: how many of its top-ranked components are summed (the paper's figures use groups of a few).")
+    var topComponents = 5
     @Option(name: .long, help: "How many images to return.") var top = 15
     @Option(name: .long, help: "cosine (default) or dot.") var metric = "cosine"
     @Option(name: .long, help: "Model for text and new images (default: the run's model id); its weights must be the run's.")
@@ -76,8 +80,14 @@ struct RetrieveCommand: AsyncParsableCommand {
     /// A timm run: the chosen components; a text through the alignment's CLIP.
     func searchComponents(_ reader: StoreReader, query: RetrievalQuery, metric: RetrievalMetric) async throws -> RetrievalReport {
         guard heads == nil else { throw ValidationError("--heads chooses a CLIP run's heads; for a run of a timm model give --components") }
-        guard let components else { throw ValidationError("give --components: the components whose contributions are summed (refract export lists them)") }
-        let chosen = try ComponentSelection.parse(components, of: try RunComponents.describe(reader).map(\.name))
+        let names = try RunComponents.describe(reader).map(\.name)
+        let chosen: [Int]
+        switch (components, score) {
+        case (let list?, nil): chosen = try ComponentSelection.parse(list, of: names)
+        case (nil, let file?): chosen = try topScored(file, reader: reader, names: names)
+        case (nil, nil): throw ValidationError("give --components (names, as refract export lists them) or --score (a refract score report)")
+        default: throw ValidationError("give --components or --score, not both")
+        }
         var aligned: AlignedRun?
         var embedding: [Float]?
         if case .text(let text) = query {
@@ -98,9 +108,34 @@ struct RetrieveCommand: AsyncParsableCommand {
                                     aligned: aligned, textEmbedding: embedding)
     }
 
+    /// The `--top-components` first components of a score report's ranking, checked to be of this run.
+    func topScored(_ file: String, reader: StoreReader, names: [String]) throws -> [Int] {
+        try CountBounds.check("--top-components", topComponents, 1...names.count)
+        var url = URL(fileURLWithPath: file)
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue { url.appendPathComponent("score.json") }
+        let report: ScoreReport
+        do { report = try JSONDecoder().decode(ScoreReport.self, from: try InputFile.read(url.path)) } catch {
+            throw ValidationError("\(url.path): not a readable refract score report (\(error))")
+        }
+        guard report.format == ScoreReport.formatName, report.run.id == reader.manifest.runId else {
+            throw ValidationError("\(url.path) scores the run \(report.run.path) (id \(report.run.id)), not \(reader.run.path)")
+        }
+        var index = [String: Int]()
+        for (i, n) in names.enumerated() { index[n] = i }
+        let ranked = try report.rankings.key.prefix(topComponents).map { name in
+            guard let i = index[name] else { throw ValidationError("\(url.path) ranks a component '\(name)' the run does not have") }
+            return i
+        }
+        FileHandle.standardError.write(Data("components from \(url.path) (property \(report.property.name), \(report.rule)): \(ranked.map { names[$0] }.joined(separator: ", "))\n".utf8))
+        return ranked
+    }
+
     /// A CLIP run: the chosen heads.
     func searchHeads(_ reader: StoreReader, query: RetrievalQuery, metric: RetrievalMetric) async throws -> RetrievalReport {
-        guard components == nil, align == nil else { throw ValidationError("--components and --align are for runs of timm models; a CLIP run takes --heads") }
+        guard components == nil, align == nil, score == nil else {
+            throw ValidationError("--components, --score and --align are for runs of timm models; a CLIP run takes --heads")
+        }
         guard let heads else { throw ValidationError("give --heads: the heads whose contributions are summed, as LAYER.HEAD") }
         let dims = try Retrieval.dimensions(reader)
         let options = RetrievalOptions(heads: try HeadID.parseList(heads, layers: dims.layers, heads: dims.heads), top: top, metric: metric)

@@ -162,6 +162,14 @@ extension CLITests {
                               "--top", "2", "--output", path(scratch, "rt")])
         XCTAssertEqual(rt.status, 0, rt.stderr)
         XCTAssertTrue(rt.stdout.contains("compared with the components aligned into its space"), rt.stdout)
+        // The components of a score report's ranking (the paper's retrieval by top-scored components).
+        let sc = try refract(["score", "--run", run, "--align", align, "--property", "animal", "--texts", "a dog,a cat",
+                              "--output", path(scratch, "score")])
+        XCTAssertEqual(sc.status, 0, sc.stderr)
+        let rs = try refract(["retrieve", "--run", run, "--score", path(scratch, "score"), "--top-components", "3", "--align", align,
+                              "--text", "a photo of a dog", "--output", path(scratch, "rs")])
+        XCTAssertEqual(rs.status, 0, rs.stderr)
+        XCTAssertTrue(rs.stderr.contains("components from"), rs.stderr)
         let ri = try refract(["retrieve", "--run", run, "--components", "mlp.2", "--index", "1", "--output", path(scratch, "ri")])
         XCTAssertEqual(ri.status, 0, ri.stderr)
         XCTAssertTrue(ri.stdout.contains("unaligned"), ri.stdout)
