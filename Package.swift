@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "RefractHDF5", dependencies: ["CZlib"]),
         // Token heatmaps, zero-shot segmentation and its metrics, segmentation datasets.
         .target(name: "RefractSegment",
-                dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot"],
+                dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot", "RefractAlign", "RefractTimm"],
                 resources: [.copy("Resources")]),
         // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
         .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign"]),

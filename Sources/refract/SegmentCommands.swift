@@ -2,10 +2,14 @@
 
 import ArgumentParser
 import Foundation
+import RefractAlign
+import RefractCheckpoint
 import RefractCLIP
 import RefractDecompose
 import RefractSegment
+import RefractStore
 import RefractTextSpan
+import RefractTimm
 
 private func parseConvention(_ text: String) throws -> DecompositionConvention {
     guard let c = DecompositionConvention(rawValue: text) else {
@@ -29,15 +33,30 @@ struct HeatmapCommand: AsyncParsableCommand {
         --text: the preprocessed picture with the map upsampled bilinearly, blue negative, red positive, and a \
         colour bar) and <stem>.npy (float32 [texts, grid, grid], the raw maps), plus heatmap.json. Text \
         embeddings are cached per model weights.
+
+        A timm model (DeiT, DINO, DINOv2, Swin, MaxViT) needs --align ALIGN (refract align on a faithful run of \
+        that model): each chosen head's per-token terms go through its map W_c (no bias) into the alignment's CLIP \
+        space, map[i] = sum_c (x_c,i . W_c) . t, with t from the text tower of the alignment's CLIP model (--clip \
+        to give its location; its weights must match). Heads: --components attn.B.H,... (attn.B.* for every head \
+        of a block), --top-heads K (by variance_explained over --run, the aligned run), else every head of the \
+        decomposed blocks (Swin, MaxViT: those on the last grid).
         """)
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "A text (repeat for one panel per text).") var text: [String] = []
     @Option(name: .long, help: "Contrast texts, one per line: their mean embedding is subtracted from each --text's.") var contrast: String?
-    @Option(name: .long, help: "Heads to sum, as LAYER.HEAD: 11.3,10.7 (default: every head).") var heads: String?
-    @Option(name: .long, help: "Layers whose every head is summed: all, last:4, 8-11, ... (instead of --heads).") var layers: String?
-    @Option(name: .long, help: "faithful (default) or gandelsman2024 (the official code's shares of the biases and LayerNorm mean).")
-    var convention = "faithful"
+    @Option(name: .long, help: "CLIP: heads to sum, as LAYER.HEAD: 11.3,10.7 (default: every head).") var heads: String?
+    @Option(name: .long, help: "CLIP: layers whose every head is summed: all, last:4, 8-11, ... (instead of --heads).") var layers: String?
+    @Option(name: .long, help: "CLIP: faithful (default) or gandelsman2024 (the official code's shares of the biases and LayerNorm mean). timm: the alignment's.")
+    var convention: String?
+    @Option(name: .long, help: "timm: the alignment into CLIP space (made by refract align).") var align: String?
+    @Option(name: .long, help: "timm: the CLIP model of the text tower (default: the alignment's CLIP model); its weights must match the alignment's.")
+    var clip: String?
+    @Option(name: .long, help: "timm: heads to sum, by component name: attn.11.3,attn.10.0 or attn.11.* (default: every head of the decomposed blocks).")
+    var components: String?
+    @Option(name: .long, help: "timm: sum the K heads (among --components, else the default heads) with the largest variance_explained by the texts over --run.")
+    var topHeads: Int?
+    @Option(name: .long, help: "timm: the run the alignment was trained on, for --top-heads.") var run: String?
     @Option(name: .long, help: "Output directory.") var output: String
     @Flag(name: .long, help: "Do not read or write the text-embedding cache.") var noCache = false
     @Argument(help: "Image files.") var images: [String] = []
@@ -46,12 +65,22 @@ struct HeatmapCommand: AsyncParsableCommand {
         guard !text.isEmpty else { throw ValidationError("give at least one --text") }
         guard !images.isEmpty else { throw ValidationError("give at least one image file") }
         if heads != nil && layers != nil { throw ValidationError("give --heads or --layers, not both") }
-        var options = HeatmapOptions()
-        options.convention = try parseConvention(convention)
         let urls = images.map { URL(fileURLWithPath: $0) }
         _ = try HeatmapRun.stems(urls)
         let contrastPool = try contrast.map { try DescriptionPool.load(URL(fileURLWithPath: $0)) }
-        let clip = try await modelOptions.load(for: "heatmap")
+        let location = try await modelOptions.locate()
+        if location.layout == .timm {
+            try await runTimm(location: location, urls: urls, contrastPool: contrastPool)
+            return
+        }
+        for (given, name) in [(align, "--align"), (clip, "--clip"), (components, "--components"), (run, "--run")] where given != nil {
+            throw ValidationError("\(name) is for timm models: \(modelOptions.model) is a CLIP model, whose heads are in CLIP space already "
+                                  + "(choose them with --heads or --layers)")
+        }
+        if topHeads != nil { throw ValidationError("--top-heads is for timm models; choose a CLIP model's heads with --heads or --layers") }
+        var options = HeatmapOptions()
+        options.convention = try parseConvention(convention ?? "faithful")
+        let clip = try CLIP(location: location)
         let nl = clip.architecture.vision.layers, nh = clip.architecture.vision.heads
         if let heads {
             options.heads = try HeadSet(layers: nl, heads: nh,
@@ -70,6 +99,73 @@ struct HeatmapCommand: AsyncParsableCommand {
         bar.finish()
         say("wrote \(output): \(report.files.count) figure(s) and map(s) [\(text.count), \(report.grid), \(report.grid)], "
             + "heatmap.json (heads: \(report.heads), convention \(report.convention))")
+    }
+
+    /// A timm model through an alignment: everything is checked (alignment, model weights, heads, text
+    /// tower) before any image is decomposed.
+    func runTimm(location: ModelLocation, urls: [URL], contrastPool: DescriptionPool?) async throws {
+        guard let align else {
+            throw ValidationError("\(modelOptions.model) is a timm model, whose components live in its own space, not CLIP's: "
+                + "its heatmaps need them mapped into CLIP space; make an alignment with `refract decompose --model \(modelOptions.model) "
+                + "--output RUN IMAGES` and `refract align --run RUN --clip CLIP --output ALIGN`, then pass --align ALIGN")
+        }
+        if heads != nil || layers != nil {
+            throw ValidationError("--heads and --layers are for CLIP models; choose a timm model's heads with --components attn.B.H,...")
+        }
+        if run != nil && topHeads == nil { throw ValidationError("--run is only used with --top-heads") }
+        if topHeads != nil && run == nil { throw ValidationError("--top-heads needs --run RUN, the run the alignment was trained on") }
+        if let topHeads { try CountBounds.check("--top-heads", topHeads, 1...10_000) }
+        let alignment = try Alignment.load(URL(fileURLWithPath: align))
+        if let convention, convention != alignment.manifest.convention {
+            throw ValidationError("--convention \(convention): the alignment \(align) was trained on a \(alignment.manifest.convention) run, "
+                                  + "and the decomposition must be the same; leave out --convention")
+        }
+        let model = try TimmModel(location: location)
+        let hash = try model.weightsSHA256()
+        let names = components.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        var plan = try TimmHeatmaps.plan(model: model, weightsSHA256: hash, alignment: alignment, components: names)
+
+        // The text tower: the alignment's CLIP model (or --clip), with the same weights.
+        let target = alignment.manifest.target.model
+        let spec = clip ?? target.id
+        let clipLocation = try await ModelOptions.locate(spec, layout: clip == nil ? target.layout : nil, threads: modelOptions.threads)
+        guard clipLocation.layout != .timm else { throw ValidationError("--clip \(spec) is a timm model: the texts need a CLIP text tower") }
+        let clipModel = try CLIP(location: clipLocation)
+        let clipHash = try clipModel.weightsSHA256()
+        guard clipHash == target.weightsSHA256 else {
+            throw ValidationError("--clip \(spec): weights sha256 \(clipHash.prefix(12))…, but the alignment \(align) maps into the space of "
+                + "\(target.id) (weights \(target.weightsSHA256.prefix(12))…): pass --clip with that CLIP model")
+        }
+        guard clipModel.architecture.embedDim == alignment.maps.clipWidth else {
+            throw ValidationError("--clip \(spec): text embeddings of width \(clipModel.architecture.embedDim), the alignment maps into width "
+                                  + "\(alignment.maps.clipWidth)")
+        }
+        let cache = noCache ? nil : TextEmbeddings.cacheDirectory()
+        let directions = try HeatmapRun.directions(texts: text, contrast: contrastPool?.texts, model: clipModel,
+                                                   weightsSHA256: clipHash, cache: cache)
+        var selection = TimmHeatmapReport.Selection(rule: plan.selection)
+        if let topHeads, let run {
+            let reader = try StoreReader(run: URL(fileURLWithPath: run))
+            let embeddings = try SegmentText.embeddings(text, name: "heatmap texts", model: clipModel, weightsSHA256: clipHash, cache: cache)
+            let bar = ProgressBar(label: "scoring heads")
+            let top = try TimmHeatmaps.topHeads(run: reader, alignment: alignment, candidates: plan.components, texts: text,
+                                                embeddings: embeddings, k: topHeads) { bar.update(done: $0, total: reader.rowCount) }
+            bar.finish()
+            let among = components == nil ? plan.selection : "--components"
+            plan = try TimmHeatmaps.plan(model: model, weightsSHA256: hash, alignment: alignment, components: top.map(\.component.name))
+            selection = .init(rule: "top \(topHeads) by variance_explained of the texts over the run, among \(among)",
+                              run: reader.run.path, varianceExplained: top.map(\.score))
+            say("top heads by variance_explained: " + top.map { String(format: "%@ %.4f", $0.component.name, $0.score) }.joined(separator: ", "))
+        }
+        let bar = ProgressBar(label: "images")
+        let report = try TimmHeatmapRun.run(
+            model: model, weightsSHA256: hash, alignment: alignment, plan: plan,
+            clipModel: .init(id: clipModel.id, weightsSHA256: clipHash), images: urls, texts: text, directions: directions,
+            contrast: contrastPool.map { .init(file: $0.path, texts: $0.count) }, selection: selection,
+            output: URL(fileURLWithPath: output)) { bar.update(done: $0, total: $1) }
+        bar.finish()
+        say("wrote \(output): \(report.files.count) figure(s) and map(s) [\(text.count), \(report.grid), \(report.grid)], "
+            + "heatmap.json (\(report.components.count) heads: \(selection.rule); alignment \(align))")
     }
 }
 
