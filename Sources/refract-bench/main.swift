@@ -14,7 +14,10 @@
 // ViT-L/14-sized head; only with --only textspan; TextSpanBench.swift), textspan-run (`TextSpanRun.run`
 // on all 64 heads of a synthetic ViT-L/14-sized run of --textspan-images N images written to a
 // temporary directory, default 50000, about 4.9 GB; only with --only textspan-run;
-// TextSpanRunBench.swift). Default: every section but memory, textspan and textspan-run.
+// TextSpanRunBench.swift), align (`AlignRun.run` on a synthetic ViT-B-sized run of --align-images N
+// images, default 50000, about 5.1 GB, against a PyTorch implementation of the official loop, and the
+// peak memory of `refract align`; only with --only align; AlignBench.swift). Default: every section
+// but memory, textspan, textspan-run and align.
 // `--only decompose` takes a few minutes.
 // The issue's memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
 // `refract` product built next to refract-bench: `swift build -c release --product refract`).
@@ -30,7 +33,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
-    case segment, retrieve, hash, timm
+    case segment, retrieve, hash, timm, align
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -39,14 +42,17 @@ struct Arguments {
         usage: refract-bench [--quick] [--threads N] [--python PATH] [--no-reference] [--json FILE]
                              [--only SECTION,...] [--rounds N] [--memory-images N] [--refract PATH]
                              [--textspan-images N] [--image-cases b16-1,b16-8,l14-1,l14-8]
+                             [--align-images N] [--align-steps S]
           --only             comma-separated sections: \(Section.allCases.map(\.rawValue).joined(separator: ", "))
-                             (default: all but memory, textspan and textspan-run; --only decompose runs in a few minutes)
+                             (default: all but memory, textspan, textspan-run and align; --only decompose runs in a few minutes)
           --rounds N         minimum interleaved rounds per batch size in the decompose section
           --memory-images N  also run the memory section over N images (the issue's figure: 2000)
           --refract PATH     the refract binary for the memory section (default: next to refract-bench)
           --memory-model A   the memory section on a random timm checkpoint of architecture A (default: CLIP ViT-B/16)
           --textspan-images N  images of the textspan-run section's synthetic run (default 50000, ~4.9 GB on disk)
           --image-cases L    image-tower cases to run (default all: b16-1,b16-8,l14-1,l14-8)
+          --align-images N   images of the align section's synthetic run (default 50000, ~5.1 GB on disk)
+          --align-steps S    timed training steps of the align section, after 3 warm-up steps (default 30)
         """
 
     var quick = false
@@ -60,6 +66,8 @@ struct Arguments {
     var refract: String?
     var memoryModel: String?
     var textspanImages = TextSpanRunBench.defaultImages
+    var alignImages = AlignBench.defaultImages
+    var alignSteps = AlignBench.defaultSteps
     /// Image-tower cases to run ("b16-1", "b16-8", "l14-1", "l14-8"); nil: all.
     var imageCases: Set<String>?
 
@@ -91,6 +99,8 @@ struct Arguments {
             case "--refract": refract = it.next()
             case "--memory-model": memoryModel = it.next()
             case "--textspan-images": textspanImages = try int(a)
+            case "--align-images": alignImages = try int(a)
+            case "--align-steps": alignSteps = try int(a)
             case "--image-cases":
                 guard let list = it.next() else { throw BenchError("--image-cases needs a list such as b16-1,l14-8") }
                 imageCases = Set(list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
@@ -165,6 +175,7 @@ struct Results: Codable {
     var retrieve: RetrieveBenchResults?
     var hash: HashBenchResults?
     var timm: TimmBenchResults?
+    var align: AlignBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -380,6 +391,11 @@ func main() throws {
 
     if run.contains(.timm) {
         r.timm = try TimmBench.run(quick: args.quick)
+    }
+
+    if run.contains(.align) {
+        r.align = try AlignBench.run(images: args.alignImages, steps: args.alignSteps, threads: threads, python: args.python,
+                                     reference: args.reference, refract: args.refract)
     }
 
     // Reference cases for the sections that ran, in one Python process.
