@@ -221,6 +221,7 @@ public enum AlignRun {
         }
 
         // MARK: Figures, files
+        trainer.releaseOptimizerState()                     // the initial maps below take the moments' place
         let figures = try heldOutFigures(reader: reader, rows: heldOut, targets: targets, zeroShot: zeroShot, maps: trainer.maps,
                                          initial: .initial(components: c, width: d, clipWidth: e, std: h.initialStd, seed: options.seed),
                                          names: names)

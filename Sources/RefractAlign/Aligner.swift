@@ -128,6 +128,12 @@ public struct AlignerTrainer: Sendable {
         self.secondMoment = secondMoment
     }
 
+    /// Frees Adam's moments and the gradient workspace (training cannot go on afterwards): what is
+    /// left is the maps, for the work after training.
+    public mutating func releaseOptimizerState() {
+        firstMoment = []; secondMoment = []; gradient = []; gram = []
+    }
+
     /// The loss and its gradients for components x [B, C, d] and CLIP targets t [B, D], computed the
     /// fast way (what `train` steps with).
     public func lossAndGradients(_ x: Tensor, _ t: Tensor) -> (AlignerLoss, weights: [Float], bias: [Float]) {

@@ -334,19 +334,38 @@ func checkShardHeader(manifest: StoreManifest, run: URL, index: Int) throws -> (
 
 extension StoreReader {
     /// The rows `rows` (any order, repeats allowed) of a tensor: `[rows.count] + spec.shape`, float32,
-    /// row i of the result being run row rows[i]. Reads only those rows' bytes (from the mapped shards).
+    /// row i of the result being run row rows[i]. Each shard holding some of them is opened once and
+    /// only those rows' bytes are read (from the mapped file).
     public func tensor(_ name: String, rowList rows: [Int]) throws -> Tensor {
         let spec = try spec(name)
         let width = spec.elementCount
         var data = [Float](repeating: 0, count: rows.count * width)
+        var byShard = [Int: [(slot: Int, row: Int)]]()
         for (k, r) in rows.enumerated() {
             guard r >= 0, r < rowCount else {
                 throw StoreError(.invalidArgument, path: run.path, "row \(r) is outside the run's \(rowCount) rows")
             }
-            let one = try tensor(name, rows: r..<(r + 1))
-            data.withUnsafeMutableBufferPointer { out in
-                one.data.withUnsafeBufferPointer { src in
-                    (out.baseAddress! + k * width).update(from: src.baseAddress!, count: width)
+            guard let i = shardRows.firstIndex(where: { $0.contains(r) }) else {
+                throw StoreError(.invalidArgument, path: run.path, "row \(r) is in no shard")
+            }
+            byShard[i, default: []].append((k, r))
+        }
+        for (i, wanted) in byShard.sorted(by: { $0.key < $1.key }) {
+            let shardRange = shardRows[i]
+            let file = try openShard(i)
+            guard let info = file.tensors[name] else {
+                throw StoreError(.invalidShard, path: file.path, "tensor '\(name)' is missing")
+            }
+            let path = file.path
+            try data.withUnsafeMutableBufferPointer { out in
+                try file.withRawBytes(name) { raw in
+                    guard raw.count == info.elementCount * info.dtype.byteSize, info.elementCount == shardRange.count * width else {
+                        throw StoreError(.invalidShard, path: path, "tensor '\(name)' changed on disk while reading")
+                    }
+                    for (slot, r) in wanted {
+                        convertElements(raw, dtype: info.dtype, start: (r - shardRange.lowerBound) * width, count: width,
+                                        into: out.baseAddress! + slot * width)
+                    }
                 }
             }
         }
