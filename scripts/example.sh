@@ -29,9 +29,9 @@ echo
 # A labelled image list: image i gets class i mod 5 (the example has no real labels).
 mapfile -t classes < "$inputs/classes.txt"
 {
-    echo "path,label"
+    echo "path,label,y"
     i=0
-    for f in "$inputs"/*.png; do echo "$PWD/$f,${classes[$((i % ${#classes[@]}))]}"; i=$((i + 1)); done
+    for f in "$inputs"/*.png; do echo "$PWD/$f,${classes[$((i % ${#classes[@]}))]},$(( (i / 2) % 2 ))"; i=$((i + 1)); done
 } > "$out/images.csv"
 rm -rf "$out/run" "$out/run-npy" "$out/ablation" "$out/textspan" "$out/heatmap" "$out/segment" "$out/retrieve" "$out/spurious"
 "$bin" decompose --model "$model" --output "$out/run" --tokens last:1 "$out/images.csv"
@@ -71,6 +71,22 @@ rm -rf "$out/swin-run" "$out/swin-run-npy" "$out/swin-ablation"
 "$bin" decompose --model "$timm" --convention balasubramanian2024 --from-block 3 --output "$out/swin-run" "$out/images.csv"
 "$bin" export --run "$out/swin-run" --format npy --output "$out/swin-run-npy"
 "$bin" ablate --run "$out/swin-run" --classes "$out/swin_classes.txt" --output "$out/swin-ablation"
+# CompAlign: the Swin run's components mapped into the tiny CLIP's space (the CLIP embeddings of the
+# same images as targets), then the CLIP-space applications on the timm run.
+rm -rf "$out/swin-align" "$out/swin-textspan" "$out/swin-score" "$out/swin-retrieve" "$out/swin-probe" "$out/swin-spurious"
+"$bin" embed-images --model "$model" --output "$out/clip_targets.npy" "$inputs"
+"$bin" align --run "$out/swin-run" --clip-embeddings "$out/clip_targets.npy" --clip "$model" --output "$out/swin-align" \
+    --batch-size 2 --epochs 20 --held-out 0.25
+REFRACT_CACHE_DIR="$out/cache" "$bin" textspan --run "$out/swin-run" --align "$out/swin-align" --descriptions "$inputs/texts.txt" \
+    --output "$out/swin-textspan" --per-head 2 --components attn.3.0,attn.3.1,mlp.3
+REFRACT_CACHE_DIR="$out/cache" "$bin" score --run "$out/swin-run" --align "$out/swin-align" --property location \
+    --texts beach,forest,desert,sea --against "animal=a dog,a cat" --top 5 --output "$out/swin-score"
+REFRACT_CACHE_DIR="$out/cache" "$bin" retrieve --run "$out/swin-run" --align "$out/swin-align" --score "$out/swin-score" \
+    --top-components 3 --text "a photo of a beach" --top 3 --output "$out/swin-retrieve"
+# A Waterbirds-style probe: y (0 landbird, 1 waterbird) from the image list's column.
+"$bin" probe --run "$out/swin-run" --output "$out/swin-probe" --label-column y --classes landbird,waterbird --epochs 20
+REFRACT_CACHE_DIR="$out/cache" "$bin" spurious --run "$out/swin-run" --metadata "$out/metadata.csv" --probe "$out/swin-probe" \
+    --align "$out/swin-align" --ablate-by-text location --top 3 --random-draws 3 --output "$out/swin-spurious"
 echo
 echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy,"
 echo "  run/ (manifest.json + safetensors shards), run-npy/ (the run as .npy files),"
@@ -78,4 +94,6 @@ echo "  ablation/ (ablation.json, ablation.csv, ablation.png),"
 echo "  textspan/ (textspan.json, textspan.md, textspan.html), heatmap/ (PNG + .npy per image),"
 echo "  segment/ (metrics.json, per_image.csv, overlays/), retrieve/ (retrieval.json, retrieval.html),"
 echo "  spurious/ (spurious.json, spurious.md); timm (Swin): swin_features.npy, swin-run/,"
-echo "  swin-run-npy/ (components.npy + components.json), swin-ablation/"
+echo "  swin-run-npy/ (components.npy + components.json), swin-ablation/, swin-align/ (CompAlign maps,"
+echo "  manifest.json, loss.png), swin-textspan/, swin-score/ (score.json/md/html), swin-retrieve/,"
+echo "  swin-probe/ (a linear probe), swin-spurious/"

@@ -42,8 +42,15 @@ public struct SegmentRunSettings: Codable, Sendable, Equatable {
     public var classes: String
     public var classCount: Int
     public var templateCount: Int
-    /// SHA-256 of the classifier's class names and templates.
+    /// SHA-256 of the classifier's class names and templates (timm: of its classes, their source and the token blocks).
     public var textsSHA256: String
+
+    public init(model: String, weightsSHA256: String, dataset: String, images: Int, alignment: String, convention: String,
+                classes: String, classCount: Int, templateCount: Int, textsSHA256: String) {
+        self.model = model; self.weightsSHA256 = weightsSHA256; self.dataset = dataset; self.images = images
+        self.alignment = alignment; self.convention = convention; self.classes = classes; self.classCount = classCount
+        self.templateCount = templateCount; self.textsSHA256 = textsSHA256
+    }
 }
 
 /// One image's line in progress.jsonl and row in per_image.csv.
@@ -88,29 +95,65 @@ public struct SegmentMetricsReport: Codable, Sendable {
     public var foregroundIoU: Double
     public var constantMaps: Int
     public var totals: SegmentationTotals
-    public var published: PublishedSegmentation
+    /// The paper's figures for the model family, when there are any (another dataset for timm models).
+    public var published: PublishedSegmentation?
     public var note: String
+}
+
+/// What segments a batch of preprocessed images: the model's preprocessing, its class names and
+/// one prediction per image (a CLIP model zero-shot, a timm model through its head or a probe).
+public struct BatchSegmenter: Sendable {
+    public let preprocessing: ImagePreprocessing
+    public let classes: [String]
+    let predictBatch: @Sendable ([Tensor]) throws -> [SegmentationPrediction]
+    public init(preprocessing: ImagePreprocessing, classes: [String], predict: @escaping @Sendable ([Tensor]) throws -> [SegmentationPrediction]) {
+        self.preprocessing = preprocessing; self.classes = classes; predictBatch = predict
+    }
+    public func predict(_ pixels: [Tensor]) throws -> [SegmentationPrediction] { try predictBatch(pixels) }
 }
 
 public enum SegmentRun {
     static let progressFile = "progress.jsonl"
 
-    /// Segments the dataset's first `limit` images and writes the run's files into `output`.
+    /// Segments the dataset's first `limit` images with a CLIP model (zero-shot: the class whose text
+    /// direction the embedding is closest to) and writes the run's files into `output`.
     /// `progress` gets (images done, images to do).
     public static func run(model: CLIP, weightsSHA256: String, dataset: any SegmentationDataset,
                            classifier: ZeroShotClassifier, classesSource: String, output: URL,
                            options: SegmentRunOptions, progress: ((Int, Int) -> Void)? = nil) throws -> SegmentMetricsReport {
         let arch = model.architecture
+        let textsHash = SHA256Text.hex(classifier.classes.joined(separator: "\n") + "\u{0}" + classifier.templates.joined(separator: "\n"))
+        let settings = SegmentRunSettings(model: model.id, weightsSHA256: weightsSHA256, dataset: dataset.source, images: 0,
+                                          alignment: options.alignment.rawValue, convention: options.convention.rawValue,
+                                          classes: classesSource, classCount: classifier.classes.count,
+                                          templateCount: classifier.templates.count, textsSHA256: textsHash)
+        let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention,
+                                            tokenSumHeads: .all(layers: arch.vision.layers, heads: arch.vision.heads))
+        let weights = classifier.weights
+        let segmenter = BatchSegmenter(preprocessing: model.preprocessing, classes: classifier.classes) { pixels in
+            let batch = decomposer(pixels)
+            let results = ResultBox<SegmentationPrediction>(count: pixels.count)
+            DispatchQueue.concurrentPerform(iterations: pixels.count) { j in
+                results.set(j, Result { try ZeroShotSegmentation.predict(batch.image(j), classifier: weights, patchSize: arch.patchSize) })
+            }
+            return try results.values()
+        }
+        return try run(segmenter, settings: settings, dataset: dataset, output: output, options: options,
+                       published: .gandelsman2024, progress: progress)
+    }
+
+    /// Segments the dataset's first `limit` images with `segmenter` and writes the run's files into
+    /// `output`; `settings` (its image count is filled in here) must match a resumed run's.
+    public static func run(_ segmenter: BatchSegmenter, settings: SegmentRunSettings, dataset: any SegmentationDataset, output: URL,
+                           options: SegmentRunOptions, published: PublishedSegmentation?,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> SegmentMetricsReport {
         guard options.batchSize > 0 else { throw HeatmapError("batch size must be positive") }
         if let limit = options.limit, limit <= 0 { throw HeatmapError("--limit must be positive, got \(limit)") }
         guard options.saveImages >= 0 else { throw HeatmapError("--save-images must be 0 or more") }
         let count = min(dataset.count, options.limit ?? dataset.count)
         guard count > 0 else { throw SegmentationDataError(path: dataset.source, message: "the dataset has no images") }
-        let textsHash = SHA256Text.hex(classifier.classes.joined(separator: "\n") + "\u{0}" + classifier.templates.joined(separator: "\n"))
-        let settings = SegmentRunSettings(model: model.id, weightsSHA256: weightsSHA256, dataset: dataset.source, images: count,
-                                          alignment: options.alignment.rawValue, convention: options.convention.rawValue,
-                                          classes: classesSource, classCount: classifier.classes.count,
-                                          templateCount: classifier.templates.count, textsSHA256: textsHash)
+        var settings = settings
+        settings.images = count
         try FileOutput.createDirectory(output, action: "creating the output folder")
         let lock = try RunLock.acquire(output, what: "the segmentation output")
         defer { lock.release() }
@@ -120,26 +163,23 @@ public enum SegmentRun {
         let todo = (0..<count).filter { !done.contains($0) }
         progress?(records.count, count)
 
-        let decomposer = try CLIPDecomposer(tower: model.vision, convention: options.convention,
-                                            tokenSumHeads: .all(layers: arch.vision.layers, heads: arch.vision.heads))
+        let preprocessing = segmenter.preprocessing
         let overlays = output.appendingPathComponent("overlays")
         if options.saveImages > 0 { try FileOutput.createDirectory(overlays, action: "creating the overlays folder") }
         var start = 0
         while start < todo.count {
             let indices = Array(todo[start..<min(start + options.batchSize, todo.count)])
             let samples = try indices.map { try dataset.sample(at: $0) }
-            let pixels = samples.map { model.preprocessing($0.image) }                                // [3, S, S] each
-            let batch = decomposer(pixels)
+            let pixels = samples.map { preprocessing($0.image) }                                    // [3, S, S] each
+            let predictions = try segmenter.predict(pixels)
             let results = ResultBox<(SegmentImageRecord, SegmentationPrediction, BinaryMask)>(count: samples.count)
-            let classifierWeights = classifier.weights
             DispatchQueue.concurrentPerform(iterations: samples.count) { j in
                 results.set(j, Result {
-                    let truth = samples[j].mask.aligned(to: model.preprocessing, alignment: options.alignment)   // S×S
-                    let prediction = try ZeroShotSegmentation.predict(batch.image(j), classifier: classifierWeights,
-                                                                      patchSize: arch.patchSize)
+                    let truth = samples[j].mask.aligned(to: preprocessing, alignment: options.alignment)   // S×S
+                    let prediction = predictions[j]
                     let scores = try ZeroShotSegmentation.score(prediction, truth: truth)
                     let record = SegmentImageRecord(index: indices[j], name: samples[j].name, predictedClass: prediction.predictedClass,
-                                                    predictedName: classifier.classes[prediction.predictedClass],
+                                                    predictedName: segmenter.classes[prediction.predictedClass],
                                                     constantMap: prediction.constant, scores: scores)
                     return (record, prediction, truth)
                 })
@@ -147,7 +187,7 @@ public enum SegmentRun {
             let finished = try results.values()
             for (j, (record, prediction, truth)) in finished.enumerated() where record.index < options.saveImages {
                 let figure = SegmentFigures.segmentationOverlay(
-                    picture: SegmentFigures.picture(pixels[j], preprocessing: model.preprocessing),
+                    picture: SegmentFigures.picture(pixels[j], preprocessing: preprocessing),
                     prediction: prediction.foreground, truth: truth.values,
                     title: "\(record.name): \(record.predictedName)")
                 try PNGEncoder.write(figure, to: overlays.appendingPathComponent(overlayName(record)))
@@ -161,13 +201,13 @@ public enum SegmentRun {
         var totals = SegmentationTotals()
         for r in records { totals.add(r.scores) }
         let report = SegmentMetricsReport(
-            model: model.id, weightsSHA256: weightsSHA256, dataset: dataset.source, images: records.count,
-            alignment: options.alignment.rawValue, convention: options.convention.rawValue, classes: classesSource,
-            classCount: classifier.classes.count, templateCount: classifier.templates.count,
+            model: settings.model, weightsSHA256: settings.weightsSHA256, dataset: dataset.source, images: records.count,
+            alignment: options.alignment.rawValue, convention: settings.convention, classes: settings.classes,
+            classCount: settings.classCount, templateCount: settings.templateCount,
             pixelAccuracy: 100 * totals.pixelAccuracy, mIoU: 100 * totals.meanIoU,
             iou: ["background": 100 * totals.iou(0), "foreground": 100 * totals.iou(1)],
             mAP: 100 * totals.meanAveragePrecision, foregroundIoU: 100 * totals.foregroundIoU,
-            constantMaps: records.filter(\.constantMap).count, totals: totals, published: .gandelsman2024,
+            constantMaps: records.filter(\.constantMap).count, totals: totals, published: published,
             note: "percent; pixel accuracy and IoU accumulated over all pixels of the dataset, mAP the mean of per-image "
                 + "average precision (docs/Segmentation.md)")
         try writeCSV(records, to: output.appendingPathComponent("per_image.csv"))

@@ -524,4 +524,30 @@ public struct MaxViT: Sendable {
         hidden.data = hidden.data.map { Foundation.tanh($0) }
         return Ops.linear(hidden, weight: head.weight, bias: head.bias)
     }
+
+    /// ∂logit_k/∂f at the representation `features` [C] (float64 inside): the head's LayerNorm,
+    /// pre-logits linear and tanh linearised at f, back through the classifier row k. nil without a head.
+    public func logitGradient(_ features: [Float], class k: Int) -> [Float]? {
+        guard let head else { return nil }
+        let c = features.count, h = preLogits.weight.shape[0]
+        let x = features.map(Double.init)
+        let mean = x.reduce(0, +) / Double(c)
+        let variance = x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(c)
+        let inv = 1 / (variance + Double(config.normEps)).squareRoot()
+        let xhat = x.map { ($0 - mean) * inv }
+        let normed = (0..<c).map { xhat[$0] * Double(headNorm.weight.data[$0]) + Double(headNorm.bias.data[$0]) }
+        // g_hidden = w_k ⊙ (1 − tanh²(pre)); g_normed = W_preᵀ g_hidden; g_x = LN's Jacobianᵀ g_normed.
+        var gNormed = [Double](repeating: 0, count: c)
+        for o in 0..<h {
+            var pre = Double(preLogits.bias.data[o])
+            for i in 0..<c { pre += Double(preLogits.weight.data[o * c + i]) * normed[i] }
+            let t = Foundation.tanh(pre)
+            let g = Double(head.weight.data[k * h + o]) * (1 - t * t)
+            for i in 0..<c { gNormed[i] += g * Double(preLogits.weight.data[o * c + i]) }
+        }
+        let v = (0..<c).map { gNormed[$0] * Double(headNorm.weight.data[$0]) }
+        let meanV = v.reduce(0, +) / Double(c)
+        let meanVX = zip(v, xhat).reduce(0) { $0 + $1.0 * $1.1 } / Double(c)
+        return (0..<c).map { Float(inv * (v[$0] - meanV - xhat[$0] * meanVX)) }
+    }
 }

@@ -108,6 +108,23 @@ public final class TimmModel: VisionModel {
         }
     }
 
+    /// ∂logit_k/∂f of the checkpoint's own head at the representation `features` [D]: the classifier
+    /// row for the linear heads (ViT family, Swin), the linearised head for MaxViT's LayerNorm-MLP
+    /// head. The token terms of the representation dotted with it decompose the logit (exactly for a
+    /// linear head). nil without a head.
+    public func logitGradient(_ features: [Float], class k: Int) -> [Float]? {
+        func row(_ head: (weight: Tensor, bias: Tensor)?) -> [Float]? {
+            guard let head else { return nil }
+            let d = head.weight.shape[1]
+            return Array(head.weight.data[(k * d)..<((k + 1) * d)])
+        }
+        switch network {
+        case .vit(let m): return row(m.head)
+        case .swin(let m): return row(m.head)
+        case .maxvit(let m): return m.logitGradient(features, class: k)
+        }
+    }
+
     /// Whether the checkpoint has a classifier head.
     public var hasHead: Bool { network.numClasses > 0 }
 

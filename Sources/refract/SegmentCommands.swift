@@ -181,7 +181,10 @@ struct SegmentCommand: AsyncParsableCommand {
         templates, as the official code) gives a map over patches (its direction minus the mean class \
         direction, summed over every head), upsampled, clipped at 0, min-max normalised and thresholded at \
         its mean (docs/Segmentation.md). Writes metrics.json and per_image.csv into --output; progress.jsonl \
-        lets a stopped run continue with --resume (same model and options).
+        lets a stopped run continue with --resume (same model and options). \
+        timm models (Balasubramanian et al.): the class their head (or, for DINO/DINOv2, --probe) predicts; \
+        its logit decomposed over the tokens of the last blocks (--token-blocks; the official ones by \
+        default), every head summed, each block's map upsampled to the input and added; then as above.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -191,8 +194,11 @@ struct SegmentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Templates with {} (default: the bundled 80 OpenAI ImageNet templates).") var templates: String?
     @Option(name: .long, help: "Mask alignment: exact (the image's own resize and centre crop) or gandelsman2024 (the official code's square resize, no crop).")
     var align = "exact"
-    @Option(name: .long, help: "gandelsman2024 (default; the official numbers depend on its shares) or faithful.")
-    var convention = "gandelsman2024"
+    @Option(name: .long, help: "CLIP: gandelsman2024 (default; the official numbers depend on its shares) or faithful; timm models: faithful.")
+    var convention: String?
+    @Option(name: .long, help: "timm models without a head (DINO, DINOv2): the linear probe that classifies them (refract probe).") var probe: String?
+    @Option(name: .customLong("token-blocks"), help: "timm models: blocks (0-based over all stages) whose tokens are summed: last:7, 14-23, ... (default: the official ones).")
+    var tokenBlocks: String?
     @Option(name: .long, help: "Write overlays for the first N images into OUTPUT/overlays.") var saveImages = 0
     @Option(name: .long, help: "Segment only the first N images.") var limit: Int?
     @Flag(name: .long, help: "Continue a stopped run in --output (same model, dataset and options).") var resume = false
@@ -204,7 +210,6 @@ struct SegmentCommand: AsyncParsableCommand {
         }
         var options = SegmentRunOptions()
         options.alignment = alignment
-        options.convention = try parseConvention(convention)
         options.saveImages = saveImages
         options.limit = limit
         options.resume = resume
@@ -212,10 +217,14 @@ struct SegmentCommand: AsyncParsableCommand {
         try CountBounds.check("--limit", limit, CountBounds.limit)
         let data = try SegmentationDatasets.open(URL(fileURLWithPath: dataset))
         try data.checkSamples(limit: limit)  // a damaged sample is refused before anything is written
+        let location = try await modelOptions.locate()
+        if location.layout == .timm { return try await runTimm(location: location, data: data, options: options) }
+        guard probe == nil, tokenBlocks == nil else { throw ValidationError("--probe and --token-blocks are for timm models") }
+        options.convention = try parseConvention(convention ?? "gandelsman2024")
         let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
             ?? SegmentText.imagenetClasses()
         let templateList = try templates.map { try TextLists.readTemplates(URL(fileURLWithPath: $0)) } ?? SegmentText.imagenetTemplates()
-        let clip = try await modelOptions.load(for: "segment")
+        let clip = try CLIP(location: location)
         let hash = try clip.weightsSHA256()
         let textBar = ProgressBar(label: "class prompts")
         let classifier = try SegmentText.classifier(classes: classNames, templates: templateList, model: clip, weightsSHA256: hash,
@@ -230,11 +239,61 @@ struct SegmentCommand: AsyncParsableCommand {
         let report = try SegmentRun.run(model: clip, weightsSHA256: hash, dataset: data, classifier: classifier, classesSource: source,
                                         output: URL(fileURLWithPath: output), options: options) { bar.update(done: $0, total: $1) }
         bar.finish()
+        summarize(report)
+    }
+
+    func summarize(_ report: SegmentMetricsReport) {
         print(String(format: "images %d  pixel accuracy %.2f  mIoU %.2f  mAP %.2f  foreground IoU %.2f",
                      report.images, report.pixelAccuracy, report.mIoU, report.mAP, report.foregroundIoU))
-        let p = report.published
-        print(String(format: "published (%@, %@): pixel accuracy %.2f  mIoU %.2f  mAP %.2f", p.model, p.dataset,
-                     p.pixelAccuracy, p.mIoU, p.mAP))
+        if let p = report.published {
+            print(String(format: "published (%@, %@): pixel accuracy %.2f  mIoU %.2f  mAP %.2f", p.model, p.dataset,
+                         p.pixelAccuracy, p.mIoU, p.mAP))
+        }
         say("wrote \(output)/metrics.json, per_image.csv" + (saveImages > 0 ? ", overlays/" : ""))
+    }
+
+    /// A timm model: its head's (or a probe's) predicted class, decomposed over the tokens of the last blocks.
+    func runTimm(location: ModelLocation, data: any SegmentationDataset, options: SegmentRunOptions) async throws {
+        guard templates == nil else { throw ValidationError("--templates is for CLIP models; a timm model is classified by its head or a probe") }
+        if let convention, convention != "faithful" {
+            throw ValidationError("--convention \(convention): per-token terms of timm models are faithful-convention terms; leave it out")
+        }
+        var options = options
+        options.convention = .faithful
+        let model = try TimmModel(location: location)
+        let hash = try model.weightsSHA256()
+        let blocks = try tokenBlocks.map { try LayerSelection.parse($0, layers: TimmDecomposer.blockCount(model)) }
+            ?? TimmSegmentation.defaultTokenBlocks(model)
+        var probeArtefact: ProbeArtefact?
+        let classNames: [String], source: String
+        if let probe {
+            guard classes == nil else { throw ValidationError("--classes does not apply with --probe: it has its own classes") }
+            let p = try ProbeArtefact.load(URL(fileURLWithPath: probe))
+            guard p.manifest.model.weightsSHA256 == hash else {
+                throw ValidationError("\(probe) is a probe of \(p.manifest.model.id) (weights \(p.manifest.model.weightsSHA256.prefix(12))…), "
+                                      + "not of \(model.id) (weights \(hash.prefix(12))…)")
+            }
+            probeArtefact = p
+            classNames = p.manifest.classes
+            source = "the probe \(probe) (weights \(p.manifest.weightsSHA256.prefix(12))…)"
+        } else {
+            let given = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
+            classNames = model.hasHead ? try TimmClassNames.resolve(given: given, givenFile: classes, model: model) : []
+            source = classes ?? "the classes of \(model.id)'s head"
+        }
+        let segmenter = try TimmSegmentation.segmenter(model: model, probe: probeArtefact, classes: classNames, tokenBlocks: blocks)
+        let blockText = blocks.map(String.init).joined(separator: ",")
+        let settings = SegmentRunSettings(model: model.id, weightsSHA256: hash, dataset: data.source, images: 0,
+                                          alignment: options.alignment.rawValue, convention: "faithful", classes: source,
+                                          classCount: classNames.count, templateCount: 0,
+                                          textsSHA256: SHA256.hexDigest(Array((classNames.joined(separator: "\n") + "\u{0}" + source
+                                                                                + "\u{0}blocks " + blockText).utf8)))
+        say("segmenting \(min(data.count, limit ?? data.count)) of \(data.count) images of \(data.source) with \(model.id) "
+            + "(the predicted class of \(source); tokens of blocks \(blockText); align \(align))")
+        let bar = ProgressBar(label: "images")
+        let report = try SegmentRun.run(segmenter, settings: settings, dataset: data, output: URL(fileURLWithPath: output), options: options,
+                                        published: TimmSegmentation.published(model)) { bar.update(done: $0, total: $1) }
+        bar.finish()
+        summarize(report)
     }
 }
