@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import RefractCheckpoint
 import RefractCLIP
+import RefractDecompose
 import RefractImage
 import RefractSegment
 import RefractStore
@@ -93,21 +94,25 @@ struct EmbedImages: AsyncParsableCommand {
         discussion: """
         CLIP models write the image embedding (L2-normalised unless --no-normalize); timm models write the \
         representation Refract decomposes, timm's pre-logits features (ViT family: the final norm at the class \
-        token; Swin: the final norm, then the mean over tokens), as computed unless --normalize. Folders are walked recursively for .jpg/.jpeg/.png files (hidden entries skipped), sorted by relative \
-        path in Unicode code-point order; arguments keep their order. The list is written to OUTPUT.paths.txt, \
-        one path per line, row i of the array belonging to line i. An unreadable image stops the run with its \
-        path; nothing is written.
+        token; Swin: the final norm, then the mean over tokens), as computed unless --normalize. PATHs are read \
+        as refract decompose reads them: folders are walked recursively for .jpg/.jpeg/.png files (hidden \
+        entries skipped), sorted by relative path in Unicode code-point order; CSV/TSV image lists give their \
+        path column; arguments keep their order. The list (absolute paths) is written to OUTPUT.paths.txt, one \
+        path per line, row i of the array belonging to line i, and the model to OUTPUT.model.json. An unreadable \
+        image stops the run with its path; nothing is written.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var normalizeFlag: NormalizeFlag
     @Option(name: .long, help: "Output .npy file.") var output: String
     @Option(name: .long, help: "Images per forward pass.") var batchSize = 8
-    @Argument(help: "Image files or folders.") var paths: [String]
+    @Argument(help: "Image folders, CSV/TSV image lists, or image files.") var paths: [String]
 
     func run() async throws {
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
-        let files = try ImageListing.expand(paths)
+        // The same inputs and order as `refract decompose` (folders, CSV/TSV image lists, files), so an
+        // embeddings file and a run of the same PATHs list the same images (`refract align` joins them).
+        let files = try ImageDataset.load(paths).images.map { URL(fileURLWithPath: $0.path) }
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
         let model = try await modelOptions.loadVisionModel()
         let bar = ProgressBar(label: "images")
@@ -207,7 +212,9 @@ struct Classify: AsyncParsableCommand {
         try CountBounds.check("--top-k", topK, CountBounds.top)
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
         let classNames = try classes.map { try TextLists.readLines(URL(fileURLWithPath: $0), what: "class name") }
-        let files = try ImageListing.expand(paths)
+        // The same inputs and order as `refract decompose` (folders, CSV/TSV image lists, files), so an
+        // embeddings file and a run of the same PATHs list the same images (`refract align` joins them).
+        let files = try ImageDataset.load(paths).images.map { URL(fileURLWithPath: $0.path) }
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
         let model = try await modelOptions.loadVisionModel()
         let bar = ProgressBar(label: "images")
