@@ -629,9 +629,10 @@ public enum ComponentScoring {
         return out
     }
 
-    final class Workers: @unchecked Sendable {
-        var items: [ScoreAccumulator]
-        init(_ items: [ScoreAccumulator]) { self.items = items }
+    /// One worker's sums (each worker writes only its own box).
+    final class WorkerSums: @unchecked Sendable {
+        var sums: ScoreAccumulator
+        init(_ sums: ScoreAccumulator) { self.sums = sums }
     }
 
     /// Adds `rows` images held in `parts` (stored layout) to `acc`: the first chunk of a run sets the
@@ -650,18 +651,17 @@ public enum ComponentScoring {
             while r < rows { let e = min(rows, r + chunk); process(&acc, parts: parts, rows: r..<e, maps: maps, folded: folded); r = e }
             return
         }
-        let box = Workers((0..<workers).map { _ in acc.emptyCopy() })
+        let boxes = (0..<workers).map { _ in WorkerSums(acc.emptyCopy()) }
         let total = rows - start, first = start
         BLAS.withSingleThreadedBLAS {
             Parallel.forEach(workers) { w in
-                var local = box.items[w]
+                let box = boxes[w]
                 var r = first + w * total / workers
                 let end = first + (w + 1) * total / workers
-                while r < end { let e = min(end, r + chunk); process(&local, parts: parts, rows: r..<e, maps: maps, folded: folded); r = e }
-                box.items[w] = local
+                while r < end { let e = min(end, r + chunk); process(&box.sums, parts: parts, rows: r..<e, maps: maps, folded: folded); r = e }
             }
         }
-        for w in box.items { acc.merge(w) }
+        for b in boxes { acc.merge(b.sums) }
     }
 
     /// One chunk of rows `rows` of the stored parts.

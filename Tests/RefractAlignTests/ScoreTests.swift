@@ -478,3 +478,84 @@ final class ScoreTests: XCTestCase {
         }
     }
 }
+
+/// Throughput on a synthetic run of 50,000 images × 66 components × 768 (10 GB float32), for
+/// docs/Score.md. Skipped unless REFRACT_SCORE_BENCH_DIR names a folder with room for it; build in
+/// release: `swift build -c release --build-tests`, then run with `--filter ScoreBenchmark` and `-c release`.
+final class ScoreBenchmark: XCTestCase {
+    func testThroughput() throws {
+        guard let dir = ProcessInfo.processInfo.environment["REFRACT_SCORE_BENCH_DIR"] else { throw XCTSkip("REFRACT_SCORE_BENCH_DIR not set") }
+        try BLAS.load()
+        let root = URL(fileURLWithPath: dir)
+        let n = Int(ProcessInfo.processInfo.environment["REFRACT_SCORE_BENCH_IMAGES"] ?? "") ?? 50_000
+        let kind = ProcessInfo.processInfo.environment["REFRACT_SCORE_BENCH_KIND"] ?? "clip"
+        let (layers, heads, d, shard) = (4, 14, 768, 1250)
+        let c = 1 + layers * (heads + 2) + 1                         // 66
+        let run = root.appendingPathComponent("\(kind)-run-\(n)")
+        var state: UInt32 = 12345
+        func fill(_ count: Int) -> [Float] {
+            var out = [Float](repeating: 0, count: count)
+            for i in 0..<count { state = state &* 1_664_525 &+ 1_013_904_223; out[i] = Float(Int32(bitPattern: state)) * (1 / 2_147_483_648.0) }
+            return out
+        }
+        if !FileManager.default.fileExists(atPath: run.appendingPathComponent("manifest.json").path) {
+            let t0 = Date()
+            let model = StoreModelInfo(id: "synthetic", layout: kind == "clip" ? "openCLIP" : "timm", weightsSHA256: "5eed", weightFiles: ["w"])
+            let images = (0..<n).map { StoreImage(path: "img\($0).png") }
+            let header: StoreHeader
+            if kind == "clip" {
+                header = StoreHeader(model: model, convention: "faithful", dimensions: ["layers": layers, "heads": heads],
+                                     tensors: [StoreTensorSpec(name: "pre", shape: [d]), StoreTensorSpec(name: "attn", shape: [layers, heads, d]),
+                                               StoreTensorSpec(name: "attn_bias", shape: [layers, d]), StoreTensorSpec(name: "mlp", shape: [layers, d]),
+                                               StoreTensorSpec(name: "readout_bias", shape: [d])], images: images, shardSize: shard)
+            } else {
+                let comps = (0..<c).map { ComponentInfo(name: "c\($0)", official: nil, kind: .mlp, block: $0) }
+                header = StoreHeader(model: model, convention: "faithful", dimensions: ["components": c],
+                                     options: .object(["components": try ScoreTests.json(comps)]),
+                                     tensors: [StoreTensorSpec(name: "components", shape: [c, d])], images: images, shardSize: shard)
+            }
+            let w = try StoreWriter.open(at: run, header: header, constants: [:], createdBy: "bench", resume: false)
+            for (s, r) in w.shardRanges.enumerated() {
+                let rows: [String: Tensor]
+                if kind == "clip" {
+                    rows = ["pre": Tensor(shape: [r.count, d], data: fill(r.count * d)),
+                            "attn": Tensor(shape: [r.count, layers, heads, d], data: fill(r.count * layers * heads * d)),
+                            "attn_bias": Tensor(shape: [r.count, layers, d], data: fill(r.count * layers * d)),
+                            "mlp": Tensor(shape: [r.count, layers, d], data: fill(r.count * layers * d)),
+                            "readout_bias": Tensor(shape: [r.count, d], data: fill(r.count * d))]
+                } else {
+                    rows = ["components": Tensor(shape: [r.count, c, d], data: fill(r.count * c * d))]
+                }
+                try w.writeShard(s, imageIndices: Array(r), rows: rows, skipped: [])
+            }
+            try w.finish()
+            w.close()
+            print("wrote \(run.path) in \(Date().timeIntervalSince(t0)) s")
+        }
+        let reader = try StoreReader(run: run)
+        var alignment: Alignment?
+        if kind != "clip" {
+            let a = root.appendingPathComponent("align-\(n)")
+            if !FileManager.default.fileExists(atPath: a.appendingPathComponent("manifest.json").path) {
+                try ScoreTests.writeAlignment(a, for: reader, maps: AlignerWeights.initial(components: c, width: d, clipWidth: d, std: 0.036, seed: 1))
+            }
+            alignment = try Alignment.load(a)
+        }
+        let source = try ScoreSource.resolve(reader, alignment: alignment)
+        func property(_ i: Int) -> ScoreProperty {
+            ScoreProperty(name: "p\(i)", texts: (0..<4).map { "t\($0)" }, embeddings: Tensor(shape: [4, d], data: fill(4 * d)))
+        }
+        func time(_ label: String, _ props: [ScoreProperty], explained: Bool) throws {
+            let t0 = Date()
+            let r = try ComponentScoring.score(reader, source: source, properties: props, varianceExplained: explained)
+            let s = Date().timeIntervalSince(t0)
+            print(String(format: "BENCH %@ %@: %d images, %d properties, variance_explained %@: %.3f s (%.3f s per property)",
+                         kind, label, r.images, props.count, explained ? "on" : "off", s, s / Double(props.count)))
+        }
+        try time("warm-up (hashes, page cache)", [property(0)], explained: false)
+        try time("1 property", [property(1)], explained: true)
+        try time("1 property", [property(1)], explained: false)
+        try time("4 properties", (2..<6).map(property), explained: true)
+        try time("4 properties", (2..<6).map(property), explained: false)
+    }
+}
