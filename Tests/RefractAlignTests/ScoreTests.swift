@@ -481,7 +481,8 @@ final class ScoreTests: XCTestCase {
 
 /// Throughput on a synthetic run of 50,000 images × 66 components × 768 (10 GB float32), for
 /// docs/Score.md. Skipped unless REFRACT_SCORE_BENCH_DIR names a folder with room for it; build in
-/// release: `swift build -c release --build-tests`, then run with `--filter ScoreBenchmark` and `-c release`.
+/// release: `swift build -c release -Xswiftc -enable-testing --build-tests`, then `swift test -c release -Xswiftc -enable-testing
+/// --skip-build --filter ScoreBenchmark` (REFRACT_SCORE_BENCH_KIND=clip or timm).
 final class ScoreBenchmark: XCTestCase {
     func testThroughput() throws {
         guard let dir = ProcessInfo.processInfo.environment["REFRACT_SCORE_BENCH_DIR"] else { throw XCTSkip("REFRACT_SCORE_BENCH_DIR not set") }
