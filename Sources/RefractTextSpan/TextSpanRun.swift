@@ -80,11 +80,14 @@ public enum TextSpanRun {
     /// the pool's embeddings `texts` [M, D] in the alignment's CLIP space. `progress(done, total)`
     /// counts components.
     public static func run(_ aligned: AlignedRun, components: [Int], pool: DescriptionPool, poolSummary: PoolSummary, texts: Tensor,
-                           options: TextSpanRunOptions, progress: ((Int, Int) -> Void)? = nil) throws -> TextSpanReport {
-        let reader = aligned.reader
+                           options: TextSpanRunOptions, accuracy: AccuracyInputs? = nil,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> TextSpanReport {
+        let reader = aligned.reader, d = aligned.width, n = reader.rowCount
         guard !components.isEmpty else { throw SelectionError(message: "no components chosen") }
-        try check(reader, pool: pool, texts: texts, width: aligned.width, options: options)
+        try check(reader, pool: pool, texts: texts, width: d, options: options)
         var reports = [HeadReport]()
+        var deltaTextSpan = accuracy.map { _ in [Float](repeating: 0, count: n * d) }
+        var deltaRandom = deltaTextSpan
         progress?(0, components.count)
         try aligned.forEachComponent(components, budgetBytes: options.budgetBytes) { index, c in
             let name = aligned.components[index].name
@@ -93,6 +96,12 @@ public enum TextSpanRun {
                                          rethrowing: false)
                 reports.append(HeadReport(component: name, index: index, totalVariance: result.totalVariance, rank: result.rank,
                                           descriptions: steps(result, pool)))
+                if accuracy != nil {
+                    accumulate(&deltaTextSpan!, result.reconstruct(c), minus: c)
+                    let random = randomDirections(count: pool.count, width: d, seed: options.randomSeed &+ UInt64(index * 1009))
+                    let control = try TextSpan.run(contributions: c, texts: random, steps: result.steps.count, rank: result.rank)
+                    accumulate(&deltaRandom!, control.reconstruct(c), minus: c)
+                }
             } catch let e as TextSpanError where e.kind == .noVariance || e.kind == .steps {
                 // Constant components (biases, a lumped init) and ones of lower rank than the steps asked
                 // for are reported without descriptions, saying why, instead of stopping the run.
@@ -111,6 +120,11 @@ public enum TextSpanRun {
         report.alignment = AlignmentReference(directory: a.directory.path, mapsSHA256: a.manifest.mapsSHA256,
                                               clipModel: a.manifest.target.model.id,
                                               clipWeightsSHA256: a.manifest.target.model.weightsSHA256)
+        if let accuracy {
+            let firstBlock = components.compactMap { aligned.components[$0].block }.min() ?? 0
+            report.accuracy = try accuracyCheck(aligned, inputs: accuracy, firstBlock: firstBlock, deltaTextSpan: deltaTextSpan!,
+                                                deltaRandom: deltaRandom!, distinct: Set(reports.flatMap { $0.descriptions.map(\.line) }).count)
+        }
         return report
     }
 
@@ -184,20 +198,10 @@ public enum TextSpanRun {
                               deltaTextSpan: [Float], deltaRandom: [Float], distinct: Int) throws -> AccuracyCheck {
         let (_, h, d) = try HeadContributions.dims(reader)
         let n = reader.rowCount
-        guard inputs.classifier.shape == [d, inputs.classes.count] else {
-            throw TextSpanInputError(path: inputs.classesFile, message: "classifier \(inputs.classifier.shape) for width \(d)")
-        }
-        let images = reader.rowImages
-        if let missing = images.first(where: { $0.label == nil }) {
-            throw TextSpanInputError(path: reader.run.path, message: "image \(missing.path) has no label; the accuracy check "
-                + "needs labelled images (class folders or a label column)")
-        }
-        let (_, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: inputs.classes, file: inputs.classesFile)
+        try checkClassifier(reader, inputs: inputs, width: d)
         // Per image: the sum of every component, and of attention layers below firstLayer.
         let summed = reader.manifest.tensors.map(\.name).filter { ["pre", "mlp", "attn", "attn_bias", "readout_bias"].contains($0) }
         var base = [Float](repeating: 0, count: n * d), early = base
-        try StoredValues.requireFinite(inputs.classifier, source: inputs.classesFile,
-                                       what: "the zero-shot classifier [D', classes]", purpose: "textspan's accuracy check")
         try reader.forEachShard(summed) { rows, t in
             try StoredValues.requireFinite(reader, rows: rows, tensors: t, purpose: "textspan's accuracy check")
             for name in summed {
@@ -222,6 +226,50 @@ public enum TextSpanRun {
                 }
             }
         }
+        return try scoreVariants(reader, inputs: inputs, width: d, base: base, early: early, ablatedWords: "attention layers below \(firstLayer)",
+                                 unit: "heads", deltaTextSpan: deltaTextSpan, deltaRandom: deltaRandom, firstLayer: firstLayer, distinct: distinct)
+    }
+
+    /// The same check on a non-CLIP run through its alignment: the zero-shot classifier reads the
+    /// aligned sum Σ_c a_c; the attention heads of the blocks below `firstBlock` are mean-ablated.
+    static func accuracyCheck(_ aligned: AlignedRun, inputs: AccuracyInputs, firstBlock: Int,
+                              deltaTextSpan: [Float], deltaRandom: [Float], distinct: Int) throws -> AccuracyCheck {
+        let reader = aligned.reader, d = aligned.width, n = reader.rowCount
+        try checkClassifier(reader, inputs: inputs, width: d)
+        let early = aligned.components.enumerated().filter { $0.element.kind == .head && ($0.element.block ?? Int.max) < firstBlock }.map(\.offset)
+        let c = aligned.components.count
+        var base = [Float](repeating: 0, count: n * d), earlySum = base
+        try aligned.forEachShard { rows, a in                                                  // [r, C, D]
+            for r in 0..<rows.count {
+                let dst = (rows.lowerBound + r) * d
+                for k in 0..<c { for j in 0..<d { base[dst + j] += a.data[(r * c + k) * d + j] } }
+                for k in early { for j in 0..<d { earlySum[dst + j] += a.data[(r * c + k) * d + j] } }
+            }
+        }
+        return try scoreVariants(reader, inputs: inputs, width: d, base: base, early: earlySum,
+                                 ablatedWords: "the attention heads of blocks below \(firstBlock)", unit: "components",
+                                 deltaTextSpan: deltaTextSpan, deltaRandom: deltaRandom, firstLayer: firstBlock, distinct: distinct)
+    }
+
+    static func checkClassifier(_ reader: StoreReader, inputs: AccuracyInputs, width d: Int) throws {
+        guard inputs.classifier.shape == [d, inputs.classes.count] else {
+            throw TextSpanInputError(path: inputs.classesFile, message: "classifier \(inputs.classifier.shape) for width \(d)")
+        }
+        if let missing = reader.rowImages.first(where: { $0.label == nil }) {
+            throw TextSpanInputError(path: reader.run.path, message: "image \(missing.path) has no label; the accuracy check "
+                + "needs labelled images (class folders or a label column)")
+        }
+        try StoredValues.requireFinite(inputs.classifier, source: inputs.classesFile,
+                                       what: "the zero-shot classifier [D', classes]", purpose: "textspan's accuracy check")
+    }
+
+    /// Top-1/top-5 of the four variants from the per-image totals `base` [N, D'], the ablated part
+    /// `early` [N, D'] (replaced by its mean) and the reconstruction deltas.
+    static func scoreVariants(_ reader: StoreReader, inputs: AccuracyInputs, width d: Int, base: [Float], early: [Float], ablatedWords: String,
+                              unit: String, deltaTextSpan: [Float], deltaRandom: [Float], firstLayer: Int, distinct: Int) throws -> AccuracyCheck {
+        let n = reader.rowCount
+        let images = reader.rowImages
+        let (_, index) = try LabelMapping.resolve(labels: images.map { $0.label! }, classes: inputs.classes, file: inputs.classesFile)
         var earlyMean = [Double](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { earlyMean[j] += Double(early[r * d + j]) } }
         for j in 0..<d { earlyMean[j] /= Double(n) }
@@ -233,10 +281,10 @@ public enum TextSpanRun {
         let ablated = { (r: Int, j: Int) -> Float in base[r * d + j] - early[r * d + j] + Float(earlyMean[j]) }
         let variants: [(String, String, Tensor)] = [
             ("baseline", "nothing ablated", variant { base[$0 * d + $1] }),
-            ("heads_raw", "attention layers below \(firstLayer) mean-ablated; chosen heads as they are", variant(ablated)),
-            ("textspan", "as heads_raw, with the chosen heads replaced by their TextSpan reconstructions",
+            ("heads_raw", "\(ablatedWords) mean-ablated; chosen \(unit) as they are", variant(ablated)),
+            ("textspan", "as heads_raw, with the chosen \(unit) replaced by their TextSpan reconstructions",
              variant { ablated($0, $1) + deltaTextSpan[$0 * d + $1] }),
-            ("random_directions", "as heads_raw, with the chosen heads reconstructed from random text directions",
+            ("random_directions", "as heads_raw, with the chosen \(unit) reconstructed from random text directions",
              variant { ablated($0, $1) + deltaRandom[$0 * d + $1] }),
         ]
         let rows = variants.map { id, description, totals -> AccuracyRow in

@@ -98,7 +98,6 @@ struct TextSpanCommand: AsyncParsableCommand {
         let aligned = RunComponents.isTimm(reader)
         if aligned {
             if layers != nil || heads != nil { throw ValidationError("--layers and --heads choose a CLIP run's heads; for a timm run choose --components") }
-            if classes != nil { throw ValidationError("--classes (the accuracy check) is for CLIP runs; it is not yet available with --align") }
         } else if components != nil {
             throw ValidationError("--components is for timm runs read through --align; choose a CLIP run's heads with --layers or --heads")
         }
@@ -137,7 +136,7 @@ struct TextSpanCommand: AsyncParsableCommand {
             let chosen = try ComponentSelection.parse(components, of: alignedRun.components.map(\.name))
             let bar = ProgressBar(label: "components")
             report = try TextSpanRun.run(alignedRun, components: chosen, pool: pool, poolSummary: pool.summary(truncated: pool.truncatedCount(clip)),
-                                         texts: texts, options: options) { bar.update(done: $0, total: $1) }
+                                         texts: texts, options: options, accuracy: accuracy) { bar.update(done: $0, total: $1) }
             bar.finish()
         } else {
             let headBar = ProgressBar(label: "heads")

@@ -109,4 +109,48 @@ final class AlignedTextSpanTests: XCTestCase {
         }
         XCTAssertEqual(ranking.map(\.variance), ranking.map(\.variance).sorted(by: >))
     }
+
+    /// The accuracy check on an aligned run: the classifier reads Σ_c a_c; heads of blocks below the
+    /// first chosen component's are mean-ablated. Baseline and heads_raw recomputed by hand.
+    func testAccuracyCheckOnAnAlignedRun() throws {
+        let run = scratch.appendingPathComponent("labelled")
+        let (t, _) = try SyntheticAlignment.write(run: run, shape: .init(images: 40, components: 4, width: 10, clipWidth: 8, shardSize: 15),
+                                                  planted: true, seed: 2, classes: 3)
+        let reader = try StoreReader(run: run)
+        var o = AlignRunOptions()
+        o.hyper.learningRate = 1e-2
+        o.hyper.epochs = 3
+        let al = try AlignRun.run(reader: reader, targets: AlignTargets(embeddings: t, info: SyntheticAlignment.targetInfo(clipWidth: 8)),
+                                  zeroShot: nil, output: scratch.appendingPathComponent("al"), options: o, createdBy: "test")
+        let a = try AlignedRun(reader: reader, alignment: al)
+        let classifier = Ops.transposed(Ops.l2Normalized(TextSpanRun.randomDirections(count: 3, width: 8, seed: 11)))   // [D, 3]
+        let inputs = AccuracyInputs(classifier: classifier, classes: ["class0", "class1", "class2"], classesFile: "classes", templates: ["{}"])
+        let texts = TextSpanRun.randomDirections(count: 10, width: 8, seed: 5)
+        let pool = DescriptionPool(texts: (0..<10).map { "t\($0)" }, name: "pool")
+        var options = TextSpanRunOptions()
+        options.perHead = 2
+        let report = try TextSpanRun.run(a, components: [2, 3], pool: pool, poolSummary: pool.summary(truncated: 0), texts: texts,
+                                         options: options, accuracy: inputs)
+        let acc = try XCTUnwrap(report.accuracy)
+        XCTAssertEqual(acc.rows.map(\.id), ["baseline", "heads_raw", "textspan", "random_directions"])
+        XCTAssertEqual(acc.meanAblatedLayersBelow, 2)
+        // By hand: per image the aligned components, their sum, and c0 + c1 replaced by their mean.
+        var all = [[Float]](repeating: [], count: 4)
+        try a.forEachComponent([0, 1, 2, 3]) { c, x in all[c] = x.data }
+        let n = 40, d = 8
+        var early = [Double](repeating: 0, count: d)
+        for r in 0..<n { for j in 0..<d { early[j] += Double(all[0][r * d + j] + all[1][r * d + j]) / Double(n) } }
+        func top1(_ total: (Int, Int) -> Double) -> Double {
+            var correct = 0
+            for r in 0..<n {
+                let scores = (0..<3).map { k in (0..<d).reduce(0.0) { $0 + total(r, $1) * Double(classifier.data[$1 * 3 + k]) } }
+                if scores.indices.max(by: { scores[$0] < scores[$1] }) == r % 3 { correct += 1 }
+            }
+            return 100 * Double(correct) / Double(n)
+        }
+        let base = top1 { r, j in (0..<4).reduce(0.0) { $0 + Double(all[$1][r * d + j]) } }
+        let raw = top1 { r, j in Double(all[2][r * d + j] + all[3][r * d + j]) + early[j] }
+        XCTAssertEqual(acc.rows[0].top1, base, accuracy: 1e-9)
+        XCTAssertEqual(acc.rows[1].top1, raw, accuracy: 1e-9)
+    }
 }
