@@ -52,12 +52,12 @@ let package = Package(
         .target(name: "RefractAlign", dependencies: ["RefractTensor", "RefractCheckpoint", "RefractStore", "RefractDecompose", "RefractPlot"]),
         // Run stores: manifest + safetensors shards of per-image tensors, resumable writing, reading, export.
         .target(name: "RefractStore", dependencies: ["RefractTensor", "RefractCheckpoint"]),
-        // PNG charts (line plots) drawn in memory and written with libpng.
+        // PNG charts (line plots) drawn in memory and written with libpng; the pieces every HTML page shares.
         .target(name: "RefractPlot", dependencies: ["RefractImage"]),
         // Exact direct-effect decomposition (generic pass + model definitions), dataset runs, mean ablation.
         .target(name: "RefractDecompose", dependencies: ["RefractCLIP", "RefractTimm", "RefractCheckpoint", "RefractStore", "RefractPlot"]),
         // TextSpan: greedy text descriptions of head contributions, description pools and text-embedding cache, reports.
-        .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP", "RefractAlign"]),
+        .target(name: "RefractTextSpan", dependencies: ["RefractTensor", "RefractStore", "RefractDecompose", "RefractCLIP", "RefractAlign", "RefractPlot"]),
         // zlib (Debian: zlib1g-dev; in the macOS SDK), for HDF5's deflate filter.
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Reading HDF5 files (MATLAB v7.3 .mat) in Swift: datasets, object references, cells.
@@ -67,7 +67,7 @@ let package = Package(
                 dependencies: ["RefractHDF5", "RefractDecompose", "RefractTextSpan", "RefractCLIP", "RefractImage", "RefractPlot", "RefractAlign", "RefractTimm"],
                 resources: [.copy("Resources")]),
         // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
-        .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign"]),
+        .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign", "RefractPlot"]),
         // Spurious cues (Waterbirds): per-group accuracy under head ablations.
         .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractAlign"]),
         .executableTarget(
@@ -93,7 +93,7 @@ let package = Package(
         .testTarget(name: "RefractStoreTests", dependencies: ["RefractStore"]),
         .testTarget(name: "RefractPlotTests", dependencies: ["RefractPlot", "RefractImage"]),
         .testTarget(name: "RefractDecomposeTests", dependencies: ["RefractDecompose", "RefractTestSupport"]),
-        .testTarget(name: "RefractTextSpanTests", dependencies: ["RefractTextSpan", "RefractTestSupport"]),
+        .testTarget(name: "RefractTextSpanTests", dependencies: ["RefractTextSpan", "RefractPlot", "RefractTestSupport"]),
         .testTarget(name: "RefractHDF5Tests", dependencies: ["RefractHDF5"]),
         .testTarget(name: "RefractTimmTests", dependencies: ["RefractTimm", "RefractTestSupport"]),
         .testTarget(name: "RefractAlignTests", dependencies: ["RefractAlign", "RefractTestSupport"]),

@@ -9,6 +9,7 @@
 // siblings first and renamed into place only when all are written.
 
 import Foundation
+import RefractPlot
 import RefractStore
 import RefractTensor
 
@@ -344,24 +345,9 @@ public enum ScoreRendering {
     """
 
     /// Escapes text for HTML content and quoted attributes; control characters become U+FFFD.
-    public static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for u in s.unicodeScalars {
-            switch u {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            case "\t", "\n", "\r": out.unicodeScalars.append(u)
-            default: if isControl(u) { out += "\u{FFFD}" } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out
-    }
+    public static func escape(_ s: String) -> String { HTMLPage.escape(s) }
 
-    static func isControl(_ u: Unicode.Scalar) -> Bool { u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0) }
+    static func isControl(_ u: Unicode.Scalar) -> Bool { HTMLPage.isControl(u) }
 
     enum Markdown {
         static let backslashed: Set<Unicode.Scalar> = ["\\", "`", "*", "_", "[", "]", "|", "~", "$", "!", "#"]

@@ -596,16 +596,14 @@ public enum ComponentScoring {
         let folded: [Float]? = (maps != nil && !varianceExplained) ? foldedMaps(maps!, acc) : nil
         let chunk = max(1, chunkRows ?? Self.chunkRows(components: source.names.count, width: max(source.width, source.storedWidth)))
         var done = 0
-        try reader.forEachShard(source.tensors) { rows, tensors in
-            let arrays = source.tensors.map { tensors[$0]!.data }
-            for (name, a) in zip(source.tensors, arrays) {
-                let expected = rows.count * (source.slots[source.tensors.firstIndex(of: name)!].count) * source.storedWidth
+        try reader.forEachShardInPlace(source.tensors) { rows, buffers in
+            for (name, (a, slots)) in zip(source.tensors, zip(buffers, source.slots)) {
+                let expected = rows.count * slots.count * source.storedWidth
                 guard a.count == expected else { throw ScoreError(reader.run.path, "tensor \(name) has \(a.count) values in rows \(rows), expected \(expected)") }
             }
-            ScoreAccumulator.withPointers(arrays, []) { bases in
-                let parts = zip(bases, source.slots).map { ChunkPart(base: $0, slots: $1) }
-                feed(&acc, rows: rows.count, parts: parts, maps: maps, folded: folded, chunk: chunk)
-            }
+            guard rows.count > 0 else { return }
+            let parts = zip(buffers, source.slots).map { ChunkPart(base: $0.baseAddress!, slots: $1) }
+            feed(&acc, rows: rows.count, parts: parts, maps: maps, folded: folded, chunk: chunk)
             done += rows.count
             progress?(done)
         }

@@ -9,6 +9,7 @@
 // Both files are rendered completely before either is written; each is written atomically.
 
 import Foundation
+import RefractPlot
 import RefractImage
 import RefractTextSpan
 import RefractTensor

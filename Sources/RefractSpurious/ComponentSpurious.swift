@@ -152,25 +152,14 @@ public enum ComponentSpuriousStudy {
                 let set = drawn.map(\.head)
                 return setting("random.\(i + 1)", "random components \(set.map { names[$0] }.joined(separator: ", ")) mean-ablated", set)
             }
-            let worst = draws.map(\.accuracy.worstGroupAccuracy), avg = draws.map(\.accuracy.average)
-            let n = Double(draws.count)
             random = RandomControl(pool: "every component of the run (chosen ones not excluded)", poolSize: c, headsPerDraw: chosen.count,
-                                   seed: seed, draws: draws, meanWorstGroup: worst.reduce(0, +) / n, maxWorstGroup: worst.max()!,
-                                   meanAverage: avg.reduce(0, +) / n, maxAverage: avg.max()!,
-                                   meanOverGroups: draws.reduce(0) { $0 + $1.accuracy.meanOverGroups } / n)
+                                   seed: seed, draws: draws)
         }
-        let groupNames = AccuracySummary.groupNames(classes: classes)
-        var perGroup = [String: Int]()
-        for g in 0..<4 { perGroup[groupNames[g]] = 0 }
-        for g in evaluation.groups { perGroup[groupNames[g], default: 0] += 1 }
         let m = reader.manifest
         return ComponentSpuriousReport(
             run: reader.run.path, model: m.model.id, weightsSHA256: m.model.weightsSHA256, convention: m.convention, classes: classes,
             probe: probe.directory.path, probeSHA256: probe.manifest.weightsSHA256,
-            evaluation: EvaluationSummary(metadata: metadata, split: evaluation.split?.name, images: e, imagesPerGroup: perGroup,
-                                          runImages: reader.rowCount, runImagesOutsideSplit: evaluation.runRowsOutsideSplit,
-                                          metadataRowsNotInRun: evaluation.metadataRowsNotInRun,
-                                          splitRowsNotInRun: evaluation.splitRowsNotInRun, matchedBySuffix: evaluation.matchedBySuffix),
+            evaluation: EvaluationSummary(evaluation, metadata: metadata, classes: classes, runImages: reader.rowCount),
             averaging: "average: accuracy over all evaluated images; meanOverGroups: unweighted mean of the group accuracies "
                 + "(the paper's average-group accuracy); worstGroup: the lowest group accuracy",
             means: "mean-ablated components are replaced by their mean over the evaluated images; the probe classifies the sum of components",

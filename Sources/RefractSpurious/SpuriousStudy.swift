@@ -57,6 +57,19 @@ public struct RandomControl: Codable, Sendable, Equatable {
     public var meanAverage: Double
     public var maxAverage: Double
     public var meanOverGroups: Double
+
+    /// The control of `draws` (at least one), with its summary over them.
+    public init(pool: String, poolSize: Int, headsPerDraw: Int, seed: UInt64, draws: [SettingResult]) {
+        precondition(!draws.isEmpty, "a random control of no draws")
+        self.pool = pool; self.poolSize = poolSize; self.headsPerDraw = headsPerDraw; self.seed = seed; self.draws = draws
+        let worst = draws.map(\.accuracy.worstGroupAccuracy), avg = draws.map(\.accuracy.average)
+        let n = Double(draws.count)
+        meanWorstGroup = worst.reduce(0, +) / n
+        maxWorstGroup = worst.max()!
+        meanAverage = avg.reduce(0, +) / n
+        maxAverage = avg.max()!
+        meanOverGroups = draws.reduce(0) { $0 + $1.accuracy.meanOverGroups } / n
+    }
 }
 
 public struct PaperAblationSpec: Codable, Sendable, Equatable {
@@ -76,6 +89,23 @@ public struct EvaluationSummary: Codable, Sendable, Equatable {
     public var metadataRowsNotInRun: Int
     public var splitRowsNotInRun: Int?
     public var matchedBySuffix: Int
+
+    /// The summary of `evaluation` (its images per group, named by `classes`) over a run of `runImages` rows.
+    public init(_ evaluation: EvaluationSet, metadata: String, classes: [String], runImages: Int) {
+        let groupNames = AccuracySummary.groupNames(classes: classes)
+        var perGroup = [String: Int]()
+        for g in 0..<4 { perGroup[groupNames[g]] = 0 }
+        for g in evaluation.groups { perGroup[groupNames[g], default: 0] += 1 }
+        self.metadata = metadata
+        split = evaluation.split?.name
+        images = evaluation.count
+        imagesPerGroup = perGroup
+        self.runImages = runImages
+        runImagesOutsideSplit = evaluation.runRowsOutsideSplit
+        metadataRowsNotInRun = evaluation.metadataRowsNotInRun
+        splitRowsNotInRun = evaluation.splitRowsNotInRun
+        matchedBySuffix = evaluation.matchedBySuffix
+    }
 }
 
 /// Published Waterbirds worst-group accuracies (Gandelsman et al., ICLR 2024, section 4.3; OpenCLIP
@@ -225,26 +255,13 @@ public enum SpuriousStudy {
                 setting("random.\(i + 1)", "random heads \(heads.map(\.description).joined(separator: ", ")) mean-ablated"
                         + (options.paperAblations ? ", with \(paperWords)" : ""), heads: heads, paper: options.paperAblations)
             }
-            let worst = draws.map(\.accuracy.worstGroupAccuracy), avg = draws.map(\.accuracy.average)
-            let n = Double(draws.count)
-            random = RandomControl(pool: words, poolSize: pool.count, headsPerDraw: chosen.count, seed: options.seed, draws: draws,
-                                   meanWorstGroup: worst.reduce(0, +) / n, maxWorstGroup: worst.max()!,
-                                   meanAverage: avg.reduce(0, +) / n, maxAverage: avg.max()!,
-                                   meanOverGroups: draws.reduce(0) { $0 + $1.accuracy.meanOverGroups } / n)
+            random = RandomControl(pool: words, poolSize: pool.count, headsPerDraw: chosen.count, seed: options.seed, draws: draws)
         }
-        let groupNames = AccuracySummary.groupNames(classes: classifier.classes)
-        var perGroup = [String: Int]()
-        for g in 0..<4 { perGroup[groupNames[g]] = 0 }
-        for g in evaluation.groups { perGroup[groupNames[g], default: 0] += 1 }
         let m = reader.manifest
         return SpuriousReport(
             run: reader.run.path, model: m.model.id, weightsSHA256: m.model.weightsSHA256, convention: m.convention,
             classes: classifier.classes, templates: classifier.templates,
-            evaluation: EvaluationSummary(metadata: metadata, split: evaluation.split?.name, images: evaluation.count,
-                                          imagesPerGroup: perGroup, runImages: reader.rowCount,
-                                          runImagesOutsideSplit: evaluation.runRowsOutsideSplit,
-                                          metadataRowsNotInRun: evaluation.metadataRowsNotInRun,
-                                          splitRowsNotInRun: evaluation.splitRowsNotInRun, matchedBySuffix: evaluation.matchedBySuffix),
+            evaluation: EvaluationSummary(evaluation, metadata: metadata, classes: classifier.classes, runImages: reader.rowCount),
             averaging: "average: accuracy over all evaluated images; meanOverGroups: unweighted mean of the group accuracies; "
                 + "worstGroup: the lowest group accuracy",
             means: "mean-ablated components are replaced by their mean over the evaluated images",

@@ -134,6 +134,48 @@ public final class StoreReader: Sendable {
         }
     }
 
+    /// Calls `body` once per recorded shard, in order, with the shard's row range and, per name in
+    /// `names`, its values `[rows] + shape` as float32: float32 tensors are read in place from the
+    /// mapped file (no copy), others are converted into a temporary array. The pointers are valid
+    /// only inside `body`. For passes that read a run once and are bound by memory traffic.
+    public func forEachShardInPlace(_ names: [String], _ body: (Range<Int>, [UnsafeBufferPointer<Float>]) throws -> Void) throws {
+        let widths = try names.map { try spec($0).elementCount }
+        for (i, rows) in shardRows.enumerated() {
+            let file = try openShard(i)
+            let path = file.path
+            func step(_ k: Int, _ taken: [UnsafeBufferPointer<Float>]) throws {
+                if k == names.count { try body(rows, taken); return }
+                let name = names[k], count = rows.count * widths[k]
+                guard let info = file.tensors[name], info.elementCount == count else {
+                    throw StoreError(.invalidShard, path: path, "tensor '\(name)' is missing or not [\(rows.count)] + its shape")
+                }
+                if info.dtype == .f32 {
+                    try file.withRawBytes(name) { raw in
+                        guard raw.count == 4 * count else {
+                            throw StoreError(.invalidShard, path: path, "tensor '\(name)' changed on disk while reading")
+                        }
+                        if count == 0 || Int(bitPattern: raw.baseAddress!) % MemoryLayout<Float>.alignment == 0 {
+                            let p = raw.baseAddress.map { $0.assumingMemoryBound(to: Float.self) }
+                            try step(k + 1, taken + [UnsafeBufferPointer(start: p, count: count)])
+                        } else {
+                            let copy = [Float](unsafeUninitializedCapacity: count) { buf, n in
+                                UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: 4 * count); n = count
+                            }
+                            try copy.withUnsafeBufferPointer { try step(k + 1, taken + [$0]) }
+                        }
+                    }
+                } else {
+                    let t: Tensor
+                    do { t = try file.floatTensor(name) } catch let e as CheckpointError {
+                        throw StoreError(.invalidShard, path: path, stripPath(e.description, path))
+                    }
+                    try t.data.withUnsafeBufferPointer { try step(k + 1, taken + [$0]) }
+                }
+            }
+            try step(0, [])
+        }
+    }
+
     /// An image-independent tensor from `constants.safetensors`, float32.
     public func constant(_ name: String) throws -> Tensor {
         guard manifest.constants.contains(where: { $0.name == name }) else {

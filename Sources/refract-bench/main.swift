@@ -16,7 +16,9 @@
 // temporary directory, default 50000, about 4.9 GB; only with --only textspan-run;
 // TextSpanRunBench.swift), align (`AlignRun.run` on a synthetic ViT-B-sized run of --align-images N
 // images, default 50000, about 5.1 GB, against a PyTorch implementation of the official loop, and the
-// peak memory of `refract align`; only with --only align; AlignBench.swift). Default: every section
+// peak memory of `refract align`; only with --only align; AlignBench.swift), score (`ComponentScoring.score`
+// over synthetic 50,000-image runs, CLIP layout and timm through an alignment; only with --only score;
+// ScoreBench.swift). Default: every section
 // but memory, textspan, textspan-run and align.
 // `--only decompose` takes a few minutes.
 // The issue's memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
@@ -33,7 +35,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
-    case segment, retrieve, hash, timm, align
+    case segment, retrieve, hash, timm, align, score
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -52,6 +54,7 @@ struct Arguments {
           --textspan-images N  images of the textspan-run section's synthetic run (default 50000, ~4.9 GB on disk)
           --image-cases L    image-tower cases to run (default all: b16-1,b16-8,l14-1,l14-8)
           --align-images N   images of the align section's synthetic run (default 50000, ~5.1 GB on disk)
+          --score-images N   images of the score section's synthetic runs (default 50000, ~10 GB each, one at a time)
           --align-steps S    timed training steps of the align section, after 3 warm-up steps (default 30)
         """
 
@@ -67,6 +70,7 @@ struct Arguments {
     var memoryModel: String?
     var textspanImages = TextSpanRunBench.defaultImages
     var alignImages = AlignBench.defaultImages
+    var scoreImages = ScoreBench.defaultImages
     var alignSteps = AlignBench.defaultSteps
     /// Image-tower cases to run ("b16-1", "b16-8", "l14-1", "l14-8"); nil: all.
     var imageCases: Set<String>?
@@ -100,6 +104,7 @@ struct Arguments {
             case "--memory-model": memoryModel = it.next()
             case "--textspan-images": textspanImages = try int(a)
             case "--align-images": alignImages = try int(a)
+            case "--score-images": scoreImages = try int(a)
             case "--align-steps": alignSteps = try int(a)
             case "--image-cases":
                 guard let list = it.next() else { throw BenchError("--image-cases needs a list such as b16-1,l14-8") }
@@ -176,6 +181,7 @@ struct Results: Codable {
     var hash: HashBenchResults?
     var timm: TimmBenchResults?
     var align: AlignBenchResults?
+    var score: ScoreBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -391,6 +397,10 @@ func main() throws {
 
     if run.contains(.timm) {
         r.timm = try TimmBench.run(quick: args.quick)
+    }
+
+    if run.contains(.score) {
+        r.score = try ScoreBench.run(images: args.scoreImages)
     }
 
     if run.contains(.align) {

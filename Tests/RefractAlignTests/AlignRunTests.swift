@@ -3,22 +3,12 @@ import Foundation
 import RefractCheckpoint
 import RefractStore
 import RefractTensor
+import RefractTestSupport
 import XCTest
 
 /// `AlignRun` on synthetic runs with planted isometries: recovery, resume after an interruption,
 /// the artefact, and bad inputs.
-final class AlignRunTests: XCTestCase {
-    var scratch: URL!
-
-    override func setUpWithError() throws {
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("align-run-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        try BLAS.load()
-        try LAPACK.load()
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
-
+final class AlignRunTests: ScratchTestCase {
     /// A planted run of 3 components (d = 8) into D = 6: `(reader, targets)`.
     func plantedRun(_ name: String = "run", images: Int = 640, seed: UInt64 = 7) throws -> (StoreReader, AlignTargets) {
         let url = scratch.appendingPathComponent(name)

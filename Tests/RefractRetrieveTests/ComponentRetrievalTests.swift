@@ -3,22 +3,12 @@ import RefractAlign
 @testable import RefractRetrieve
 import RefractStore
 import RefractTensor
+import RefractTestSupport
 import XCTest
 
 /// Retrieval over a non-CLIP run by chosen components: a text against the aligned components, an
 /// image of the run against the unaligned ones (the paper's image-based retrieval).
-final class ComponentRetrievalTests: XCTestCase {
-    var scratch: URL!
-
-    override func setUpWithError() throws {
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("component-retrieval-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        try BLAS.load()
-        try LAPACK.load()
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
-
+final class ComponentRetrievalTests: ScratchTestCase {
     func alignedRun() throws -> AlignedRun {
         let run = scratch.appendingPathComponent("run")
         let (t, _) = try SyntheticAlignment.write(run: run, shape: .init(images: 50, components: 3, width: 8, clipWidth: 6, shardSize: 20),

@@ -9,18 +9,8 @@ import XCTest
 /// Zero-shot segmentation of timm models: the token maps decompose the pooled attention terms
 /// along the logit's direction, MaxViT's direction is its head's gradient, and the official blocks.
 final class TimmSegmentationTests: XCTestCase {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/timm", isDirectory: true)
-
-    static func model(_ name: String) throws -> TimmModel {
-        try TimmModel(location: ModelLocation(directory: directory.appendingPathComponent(name), layout: .timm, modelId: name))
-    }
-
-    static func pixels(_ name: String) throws -> [Tensor] {
-        let p = try NPY.read(directory.appendingPathComponent("expected/\(name)/pixels.npy")).tensor
-        let s = p.shape[2], per = 3 * s * s
-        return (0..<p.shape[0]).map { Tensor(shape: [3, s, s], data: Array(p.data[($0 * per)..<(($0 + 1) * per)])) }
-    }
+    static func model(_ name: String) throws -> TimmModel { try TimmHeatmapTests.model(name) }
+    static func pixels(_ name: String) throws -> [Tensor] { try TimmHeatmapTests.pixels(name) }
 
     /// Σ over a block's tokens of the map = Σ over its heads of the pooled terms · direction, relative to Σ|terms|.
     static let tolerance = 1e-5

@@ -4,21 +4,12 @@ import RefractDecompose
 import RefractStore
 @testable import RefractSpurious
 import RefractTensor
+import RefractTestSupport
 import XCTest
 
 /// Waterbirds for a non-CLIP run: a probe on Σ components, chosen components mean-ablated; a case
 /// small enough to compute by hand.
-final class ComponentSpuriousTests: XCTestCase {
-    var scratch: URL!
-
-    override func setUpWithError() throws {
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("component-spurious-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        try BLAS.load()
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
-
+final class ComponentSpuriousTests: ScratchTestCase {
     /// 8 images, two per (y, place) group: component "core" says the bird (first coordinate ±1),
     /// component "background" the place (±1.5); the probe predicts waterbird when Σ's first coordinate > 0.
     func fixture() throws -> (StoreReader, WaterbirdsMetadata, ProbeArtefact) {

@@ -3,22 +3,12 @@ import RefractAlign
 import RefractStore
 import RefractTensor
 @testable import RefractTextSpan
+import RefractTestSupport
 import XCTest
 
 /// TextSpan and the text-variance ranking on a non-CLIP run read through an alignment: the same
 /// numbers as on the aligned contributions a_c = x_c·W_c + b/C computed by hand.
-final class AlignedTextSpanTests: XCTestCase {
-    var scratch: URL!
-
-    override func setUpWithError() throws {
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("aligned-textspan-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        try BLAS.load()
-        try LAPACK.load()
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
-
+final class AlignedTextSpanTests: ScratchTestCase {
     /// A synthetic run (4 components, d = 10, D = 8, 60 images) and a short alignment of it.
     func alignedRun() throws -> AlignedRun {
         let run = scratch.appendingPathComponent("run")

@@ -1,4 +1,5 @@
 import Foundation
+import RefractPlot
 import XCTest
 @testable import RefractTextSpan
 
