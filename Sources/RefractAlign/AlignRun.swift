@@ -225,6 +225,7 @@ public enum AlignRun {
         let figures = try heldOutFigures(reader: reader, rows: heldOut, targets: targets, zeroShot: zeroShot, maps: trainer.maps,
                                          initial: .initial(components: c, width: d, clipWidth: e, std: h.initialStd, seed: options.seed),
                                          names: names)
+        let variance = try componentVariance(reader: reader, maps: trainer.maps)
         let mapsURL = output.appendingPathComponent(AlignmentManifest.mapsFileName)
         let sha = try writeFloatSafetensors(to: mapsURL, metadata: ["format": AlignmentManifest.formatName, "run_id": reader.manifest.runId,
                                                                    "model_weights_sha256": reader.manifest.model.weightsSHA256],
@@ -236,7 +237,7 @@ public enum AlignRun {
                                          components: names, width: d, hyperparameters: h, seed: options.seed,
                                          heldOut: heldOut.count, trainImages: train.count, steps: trainer.step,
                                          epochs: min(state.epoch + 1, h.epochs), stopped: state.stopped ?? "epochs",
-                                         loss: state.loss, figures: figures, mapsSHA256: sha)
+                                         loss: state.loss, figures: figures, componentVariance: variance, mapsSHA256: sha)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileOutput.writeAtomically(try encoder.encode(manifest), to: output.appendingPathComponent(AlignmentManifest.fileName),
@@ -272,6 +273,45 @@ public enum AlignRun {
     }
 
     // MARK: Figures
+
+    /// tr Cov(x_c·W_c) over every row, per component: one pass, a shard's rows per GEMM, the shards'
+    /// means and sums of squared deviations merged exactly (Chan et al.) in float64.
+    public static func componentVariance(reader: StoreReader, maps: AlignerWeights) throws -> ComponentVariance {
+        let c = maps.components, d = maps.width, e = maps.clipWidth
+        var count = 0
+        var mean = [Double](repeating: 0, count: c * e), m2 = [Double](repeating: 0, count: c)
+        try reader.forEachShardInPlace([componentsTensor]) { rows, buffers in
+            let r = rows.count
+            guard r > 0, let x = buffers[0].baseAddress else { return }
+            var a = [Float](repeating: 0, count: r * e)                                         // [r, D]
+            for k in 0..<c {
+                a.withUnsafeMutableBufferPointer { ap in
+                    maps.weights.withUnsafeBufferPointer { w in
+                        BLAS.sgemm(.none, .none, m: r, n: e, k: d, a: x + k * d, lda: c * d, b: w.baseAddress! + k * d * e, ldb: e,
+                                   c: ap.baseAddress!, ldc: e)                                   // x_c [r, d] · W_c [d, D]
+                    }
+                }
+                var shardMean = [Double](repeating: 0, count: e)
+                for i in 0..<r { for t in 0..<e { shardMean[t] += Double(a[i * e + t]) } }
+                for t in 0..<e { shardMean[t] /= Double(r) }
+                var shardM2 = 0.0
+                for i in 0..<r { for t in 0..<e { let v = Double(a[i * e + t]) - shardMean[t]; shardM2 += v * v } }
+                guard shardM2.isFinite else {
+                    throw AlignmentError(path: reader.run.path, message: "components of rows \(rows) hold NaN or infinite values")
+                }
+                let n = Double(count + r), fa = Double(count) / n, fb = Double(r) / n
+                var delta2 = 0.0
+                for t in 0..<e {
+                    let delta = shardMean[t] - mean[k * e + t]
+                    delta2 += delta * delta
+                    mean[k * e + t] = fa * mean[k * e + t] + fb * shardMean[t]
+                }
+                m2[k] += shardM2 + delta2 * Double(count) * Double(r) / n
+            }
+            count += r
+        }
+        return ComponentVariance(images: count, traces: m2.map { $0 / Double(max(count, 1)) })
+    }
 
     /// Mean cosine (trained and initial maps), zero-shot top-1 (aligned and CLIP's own), isometry.
     static func heldOutFigures(reader: StoreReader, rows: [Int], targets: AlignTargets, zeroShot: AlignZeroShot?,

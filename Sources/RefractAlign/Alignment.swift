@@ -80,6 +80,15 @@ public struct AlignmentFigures: Codable, Sendable, Equatable {
     }
 }
 
+/// tr Cov(a_c) over every row of the run the maps were trained on (1/N; the bias share is constant
+/// and drops out): the denominator of variance_explained, kept so scoring the run needs no second
+/// alignment of every component of every image.
+public struct ComponentVariance: Codable, Sendable, Equatable {
+    public var images: Int
+    public var traces: [Double]
+    public init(images: Int, traces: [Double]) { self.images = images; self.traces = traces }
+}
+
 /// manifest.json of an alignment.
 public struct AlignmentManifest: Codable, Sendable, Equatable {
     public static let formatName = "refract-alignment"
@@ -114,8 +123,20 @@ public struct AlignmentManifest: Codable, Sendable, Equatable {
     public var stopped: String
     public var loss: [AlignmentLossPoint]
     public var figures: AlignmentFigures
+    /// Per component, tr Cov(a_c) over the whole run (absent in alignments written before it was kept).
+    public var componentVariance: ComponentVariance?
     /// Hex SHA-256 of maps.safetensors.
     public var mapsSHA256: String
+
+    public init(createdBy: String, runId: String, runPath: String, convention: String, model: StoreModelInfo, target: AlignmentTarget,
+                components: [String], width: Int, hyperparameters: AlignerHyperparameters, seed: UInt64, heldOut: Int, trainImages: Int,
+                steps: Int, epochs: Int, stopped: String, loss: [AlignmentLossPoint], figures: AlignmentFigures,
+                componentVariance: ComponentVariance? = nil, mapsSHA256: String) {
+        self.createdBy = createdBy; self.runId = runId; self.runPath = runPath; self.convention = convention; self.model = model
+        self.target = target; self.components = components; self.width = width; self.hyperparameters = hyperparameters; self.seed = seed
+        self.heldOut = heldOut; self.trainImages = trainImages; self.steps = steps; self.epochs = epochs; self.stopped = stopped
+        self.loss = loss; self.figures = figures; self.componentVariance = componentVariance; self.mapsSHA256 = mapsSHA256
+    }
 }
 
 /// A trained alignment: manifest and maps.

@@ -198,6 +198,9 @@ public struct ScoreAccumulator: Sendable {
     var sq: [Double], sq2: [Double], sqQ: [Double], sQ: [Double], sQ2: [Double]
     // Σ(a − r) [C, D], Σ‖a − r‖² [C].
     var sa: [Double], sa2: [Double]
+    /// tr Cov(a_c) per component known beforehand (an alignment's `componentVariance` over the same
+    /// run): variance_explained from it, without the sums above.
+    public var knownTraces: [Double]?
 
     /// - Parameters:
     ///   - components: C.
@@ -462,7 +465,16 @@ public struct ScoreAccumulator: Sendable {
         }
         var traces = [Double](repeating: 0, count: c)
         var constantComponents: [Int] = []
-        if varianceExplained {
+        if let known = knownTraces {
+            precondition(known.count == c, "\(known.count) known traces for \(c) components")
+            for comp in 0..<c {
+                guard known[comp].isFinite else { throw ScoreError(source, "component \(name(comp)) has a non-finite variance") }
+                // Constant as in the summed path: no variance above float rounding of its values.
+                var total = 0.0
+                for j in 0..<k { total += varP[comp * k + j] }
+                if known[comp] <= 0 || (known[comp] <= 1e-12 && total == 0) { constantComponents.append(comp) } else { traces[comp] = known[comp] }
+            }
+        } else if varianceExplained {
             for comp in 0..<c {
                 var meanNorm = 0.0, shiftNorm = 0.0, cross = 0.0
                 for t in 0..<width {
@@ -492,7 +504,7 @@ public struct ScoreAccumulator: Sendable {
                 explained[comp] = traces[comp] > 0 ? inSpan / traces[comp] : 0
             }
             out.append(PropertyScores(name: properties[g].name, texts: properties[g].texts, varianceAttributed: attributed,
-                                      varianceExplained: varianceExplained ? explained : nil, constantDirections: constantDirs))
+                                      varianceExplained: varianceExplained || knownTraces != nil ? explained : nil, constantDirections: constantDirs))
         }
         return ScoreResult(components: names, images: count, properties: out, constantComponents: constantComponents)
     }
@@ -519,6 +531,9 @@ public struct ScoreSource: Sendable {
     public var width: Int
     /// The alignment's maps, nil for a CLIP run.
     public var maps: AlignerWeights?
+    /// tr Cov(a_c) per component over the run, when the alignment recorded it for this run: the
+    /// denominator of variance_explained, so a pass needs only the projections (W_c·Q folded).
+    public var traces: [Double]?
 
     public init(names: [String], tensors: [String], slots: [[Int]], storedWidth: Int, width: Int, maps: AlignerWeights?) {
         self.names = names; self.tensors = tensors; self.slots = slots
@@ -543,8 +558,13 @@ public struct ScoreSource: Sendable {
             guard spec.shape == [names.count, al.maps.width] else {
                 throw ScoreError(run, "the components tensor has shape \(spec.shape), the manifest lists \(names.count) components of width \(al.maps.width)")
             }
-            return ScoreSource(names: names, tensors: ["components"], slots: [Array(0..<names.count)],
-                               storedWidth: al.maps.width, width: al.maps.clipWidth, maps: al.maps)
+            var source = ScoreSource(names: names, tensors: ["components"], slots: [Array(0..<names.count)],
+                                     storedWidth: al.maps.width, width: al.maps.clipWidth, maps: al.maps)
+            if let v = al.manifest.componentVariance, al.manifest.runId == reader.manifest.runId,
+               v.images == reader.rowCount, v.traces.count == names.count {
+                source.traces = v.traces
+            }
+            return source
         }
         if let al = alignment {
             throw ScoreError(al.directory.path, "\(run) is a run of the CLIP model \(reader.manifest.model.id): its components are in CLIP "
@@ -589,11 +609,13 @@ public enum ComponentScoring {
     /// `chunkRows`: images per chunk (default: about 4 MB of aligned components), for tests and tuning.
     public static func score(_ reader: StoreReader, source: ScoreSource, properties: [ScoreProperty], varianceExplained: Bool = true,
                              chunkRows: Int? = nil, progress: ((Int) -> Void)? = nil) throws -> ScoreResult {
+        let known = varianceExplained ? source.traces : nil
         var acc = try ScoreAccumulator(components: source.names.count, width: source.width, properties: properties,
-                                       varianceExplained: varianceExplained)
+                                       varianceExplained: varianceExplained && known == nil)
+        acc.knownTraces = known
         let maps = source.maps
         // Without variance_explained, a timm run needs only W_c·Q [d, K] per component, not the aligned components.
-        let folded: [Float]? = (maps != nil && !varianceExplained) ? foldedMaps(maps!, acc) : nil
+        let folded: [Float]? = (maps != nil && !acc.varianceExplained) ? foldedMaps(maps!, acc) : nil
         let chunk = max(1, chunkRows ?? Self.chunkRows(components: source.names.count, width: max(source.width, source.storedWidth)))
         var done = 0
         try reader.forEachShardInPlace(source.tensors) { rows, buffers in
