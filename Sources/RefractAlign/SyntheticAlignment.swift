@@ -92,6 +92,23 @@ public enum SyntheticAlignment {
             shardSize: shape.shardSize)
     }
 
+    /// A planted run written at `directory/run` and an alignment of it at `directory/align`, trained
+    /// for `epochs` at `learningRate` (larger than the official rate, so a few epochs suffice): what
+    /// tests of the aligned applications start from.
+    public static func alignedRun(in directory: URL, shape: Shape, seed: UInt64, classes: Int = 0, epochs: Int = 2,
+                                  learningRate: Double = 1e-2) throws -> (reader: StoreReader, alignment: Alignment, targets: AlignTargets) {
+        let run = directory.appendingPathComponent("run")
+        let (t, _) = try write(run: run, shape: shape, planted: true, seed: seed, classes: classes)
+        let reader = try StoreReader(run: run)
+        var options = AlignRunOptions()
+        options.hyper.learningRate = learningRate
+        options.hyper.epochs = epochs
+        let targets = AlignTargets(embeddings: t, info: targetInfo(clipWidth: shape.clipWidth))
+        let alignment = try AlignRun.run(reader: reader, targets: targets, zeroShot: nil, output: directory.appendingPathComponent("align"),
+                                         options: options, createdBy: "SyntheticAlignment")
+        return (reader, alignment, targets)
+    }
+
     /// The target description of synthetic targets.
     public static func targetInfo(clipWidth: Int) -> AlignmentTarget {
         AlignmentTarget(model: StoreModelInfo(id: "synthetic-clip", layout: "openCLIP", weightsSHA256: String(repeating: "c", count: 64),

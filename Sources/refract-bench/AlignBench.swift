@@ -144,26 +144,8 @@ enum AlignBench {
         let perImage = components * width * StoreDType.float16.byteSize + clipWidth * 4
         let margin = (1 << 30) + 4 * components * width * clipWidth * 4
         let tmpRoot = FileManager.default.temporaryDirectory
-        var n = requested
-        var reduced: String?
-        if let free = SyntheticHeadRun.freeBytes(tmpRoot.path) {
-            let needed = n * perImage + margin
-            if free < needed {
-                let fit = max(0, (free - margin) / perImage) / 1000 * 1000
-                guard fit >= 1000 else {
-                    throw BenchError("align: only \(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); even 1000 images "
-                                     + "(\(fmt(Double(1000 * perImage + margin) / 1e9, 2)) GB with the outputs and 1 GiB to spare) do not fit; set TMPDIR")
-                }
-                reduced = "\(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); \(requested) images need "
-                    + "\(fmt(Double(needed) / 1e9, 1)) GB (with the outputs and 1 GiB to spare)"
-                print("  NOTE: reducing the run from \(requested) to \(fit) images: \(reduced!)")
-                n = fit
-            }
-            print("  free space in \(tmpRoot.path): \(fmt(Double(free) / 1e9, 1)) GB; the run and targets need "
-                  + "\(fmt(Double(n * perImage) / 1e9, 2)) GB")
-        } else {
-            print("  (statvfs failed on \(tmpRoot.path); free space not checked)")
-        }
+        let (n, reduced) = try SyntheticHeadRun.imagesThatFit(section: "align", requested: requested, perImage: perImage, margin: margin,
+                                                              what: "the run and targets")
         let rowsNeeded = (warmupSteps + steps) * batch + 64
         guard n >= rowsNeeded else {
             throw BenchError("align: \(n) images are fewer than the \(rowsNeeded) the steps need; use more --align-images or fewer --align-steps")

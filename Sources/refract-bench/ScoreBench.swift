@@ -32,16 +32,14 @@ struct ScoreBenchResults: Codable {
 enum ScoreBench {
     static let defaultImages = 50_000
 
-    static func run(images n: Int) throws -> ScoreBenchResults {
+    static func run(images requested: Int) throws -> ScoreBenchResults {
         try BLAS.load()
         let (layers, heads, d) = (4, 14, 768)
         let c = 1 + layers * (heads + 2) + 1                                                // 66 components
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("refract-bench-score-\(getpid())")
-        let need = 2 * n * c * d * 4 + (1 << 30)
-        if let free = SyntheticHeadRun.freeBytes(FileManager.default.temporaryDirectory.path), free < need {
-            throw BenchError("score: the two synthetic runs need \(fmt(Double(need) / 1e9, 1)) GB in \(FileManager.default.temporaryDirectory.path), "
-                             + "\(fmt(Double(free) / 1e9, 1)) GB free; pass a smaller --score-images")
-        }
+        // One run at a time (the CLIP layout's is removed before the timm one is written), and its targets.
+        let (n, _) = try SyntheticHeadRun.imagesThatFit(section: "score", requested: requested, perImage: c * d * 4 + d * 4, margin: 1 << 30,
+                                                        what: "each run")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: root); print("  removed \(root.path)") }
         print("\nComponent scores (ComponentScoring.score, refract score's pass): \(n) images × \(c) components × \(d), float32, \(BLAS.threads) threads")

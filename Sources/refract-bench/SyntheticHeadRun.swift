@@ -32,27 +32,8 @@ struct SyntheticHeadRun {
         (self.layers, self.heads, self.width) = (layers, heads, width)
         let perImage = layers * heads * width * StoreDType.float16.byteSize
         let tmpRoot = FileManager.default.temporaryDirectory
-        var n = requested
-        var reduced: String?
-        let margin = 1 << 30
-        if let free = Self.freeBytes(tmpRoot.path) {
-            let needed = n * perImage + margin
-            if free < needed {
-                let fit = max(0, (free - margin) / perImage) / 1000 * 1000
-                guard fit >= 1000 else {
-                    throw BenchError("\(section): only \(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); "
-                                     + "even 1000 images (\(fmt(Double(1000 * perImage) / 1e6, 0)) MB) do not fit; set TMPDIR")
-                }
-                reduced = "\(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); \(requested) images need "
-                    + "\(fmt(Double(needed) / 1e9, 1)) GB (with 1 GiB to spare)"
-                print("  NOTE: reducing the run from \(requested) to \(fit) images: \(reduced!)")
-                n = fit
-            }
-            print("  free space in \(tmpRoot.path): \(fmt(Double(free) / 1e9, 1)) GB; the run needs "
-                  + "\(fmt(Double(n * perImage) / 1e9, 2)) GB")
-        } else {
-            print("  (statvfs failed on \(tmpRoot.path); free space not checked)")
-        }
+        let (n, reduced) = try Self.imagesThatFit(section: section, requested: requested, perImage: perImage, margin: 1 << 30,
+                                                  what: "the run")
         images = n
         reducedBecause = reduced
         directory = tmpRoot.appendingPathComponent("refract-bench-\(section)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -62,6 +43,33 @@ struct SyntheticHeadRun {
     func remove() {
         try? FileManager.default.removeItem(at: directory)
         print("  removed \(directory.path)")
+    }
+
+    /// How many of `requested` images of `perImage` bytes fit in the temporary directory with `margin`
+    /// bytes to spare (rounded down to thousands), and why fewer when fewer; says so on stdout.
+    static func imagesThatFit(section: String, requested: Int, perImage: Int, margin: Int, what: String) throws -> (Int, String?) {
+        let tmpRoot = FileManager.default.temporaryDirectory
+        guard let free = freeBytes(tmpRoot.path) else {
+            print("  (statvfs failed on \(tmpRoot.path); free space not checked)")
+            return (requested, nil)
+        }
+        var n = requested
+        var reduced: String?
+        let needed = n * perImage + margin
+        if free < needed {
+            let fit = max(0, (free - margin) / perImage) / 1000 * 1000
+            guard fit >= 1000 else {
+                throw BenchError("\(section): only \(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); even 1000 images "
+                                 + "(\(fmt(Double(1000 * perImage + margin) / 1e9, 2)) GB with \(fmt(Double(margin) / Double(1 << 30), 1)) GiB to spare) "
+                                 + "do not fit; set TMPDIR")
+            }
+            reduced = "\(fmt(Double(free) / 1e9, 1)) GB free in \(tmpRoot.path); \(requested) images need "
+                + "\(fmt(Double(needed) / 1e9, 1)) GB (with \(fmt(Double(margin) / Double(1 << 30), 1)) GiB to spare)"
+            print("  NOTE: reducing the run from \(requested) to \(fit) images: \(reduced!)")
+            n = fit
+        }
+        print("  free space in \(tmpRoot.path): \(fmt(Double(free) / 1e9, 1)) GB; \(what) needs \(fmt(Double(n * perImage) / 1e9, 2)) GB")
+        return (n, reduced)
     }
 
     static func freeBytes(_ path: String) -> Int? {

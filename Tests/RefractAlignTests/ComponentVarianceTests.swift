@@ -9,15 +9,8 @@ import XCTest
 /// from it against the full pass.
 final class ComponentVarianceTests: ScratchTestCase {
     func testKeptVarianceMatchesAFloat64PassAndGivesTheSameScores() throws {
-        let run = scratch.appendingPathComponent("run")
-        let (t, _) = try SyntheticAlignment.write(run: run, shape: .init(images: 70, components: 5, width: 9, clipWidth: 7, shardSize: 20),
-                                                  planted: true, seed: 3)
-        let reader = try StoreReader(run: run)
-        var o = AlignRunOptions()
-        o.hyper.learningRate = 1e-2
-        o.hyper.epochs = 2
-        let al = try AlignRun.run(reader: reader, targets: AlignTargets(embeddings: t, info: SyntheticAlignment.targetInfo(clipWidth: 7)),
-                                  zeroShot: nil, output: scratch.appendingPathComponent("align"), options: o, createdBy: "test")
+        let (reader, al, _) = try SyntheticAlignment.alignedRun(in: scratch, shape: .init(images: 70, components: 5, width: 9, clipWidth: 7,
+                                                                                          shardSize: 20), seed: 3)
         let kept = try XCTUnwrap(al.manifest.componentVariance)
         XCTAssertEqual(kept.images, 70)
         // Float64 by hand: a_c = x_c·W_c (the bias share is constant), tr Cov with 1/N.

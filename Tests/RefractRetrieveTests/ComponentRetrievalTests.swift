@@ -10,16 +10,9 @@ import XCTest
 /// image of the run against the unaligned ones (the paper's image-based retrieval).
 final class ComponentRetrievalTests: ScratchTestCase {
     func alignedRun() throws -> AlignedRun {
-        let run = scratch.appendingPathComponent("run")
-        let (t, _) = try SyntheticAlignment.write(run: run, shape: .init(images: 50, components: 3, width: 8, clipWidth: 6, shardSize: 20),
-                                                  planted: true, seed: 9)
-        let reader = try StoreReader(run: run)
-        var o = AlignRunOptions()
-        o.hyper.learningRate = 1e-2
-        o.hyper.epochs = 2
-        let a = try AlignRun.run(reader: reader, targets: AlignTargets(embeddings: t, info: SyntheticAlignment.targetInfo(clipWidth: 6)),
-                                 zeroShot: nil, output: scratch.appendingPathComponent("align"), options: o, createdBy: "test")
-        return try AlignedRun(reader: reader, alignment: a)
+        let (reader, alignment, _) = try SyntheticAlignment.alignedRun(in: scratch, shape: .init(images: 50, components: 3, width: 8, clipWidth: 6,
+                                                                                                 shardSize: 20), seed: 9)
+        return try AlignedRun(reader: reader, alignment: alignment)
     }
 
     /// The top rows by cosine with `q` of `vectors` [N, D] computed by hand (excluding `skip`).

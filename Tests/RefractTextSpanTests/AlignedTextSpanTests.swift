@@ -11,15 +11,8 @@ import XCTest
 final class AlignedTextSpanTests: ScratchTestCase {
     /// A synthetic run (4 components, d = 10, D = 8, 60 images) and a short alignment of it.
     func alignedRun() throws -> AlignedRun {
-        let run = scratch.appendingPathComponent("run")
-        let (t, _) = try SyntheticAlignment.write(run: run, shape: .init(images: 60, components: 4, width: 10, clipWidth: 8, shardSize: 25),
-                                                  planted: true, seed: 5)
-        let reader = try StoreReader(run: run)
-        var o = AlignRunOptions()
-        o.hyper.learningRate = 1e-2
-        o.hyper.epochs = 3
-        let alignment = try AlignRun.run(reader: reader, targets: AlignTargets(embeddings: t, info: SyntheticAlignment.targetInfo(clipWidth: 8)),
-                                         zeroShot: nil, output: scratch.appendingPathComponent("align"), options: o, createdBy: "test")
+        let (reader, alignment, _) = try SyntheticAlignment.alignedRun(in: scratch, shape: .init(images: 60, components: 4, width: 10, clipWidth: 8,
+                                                                                                 shardSize: 25), seed: 5, epochs: 3)
         return try AlignedRun(reader: reader, alignment: try Alignment.load(alignment.directory))
     }
 
@@ -103,15 +96,9 @@ final class AlignedTextSpanTests: ScratchTestCase {
     /// The accuracy check on an aligned run: the classifier reads Σ_c a_c; heads of blocks below the
     /// first chosen component's are mean-ablated. Baseline and heads_raw recomputed by hand.
     func testAccuracyCheckOnAnAlignedRun() throws {
-        let run = scratch.appendingPathComponent("labelled")
-        let (t, _) = try SyntheticAlignment.write(run: run, shape: .init(images: 40, components: 4, width: 10, clipWidth: 8, shardSize: 15),
-                                                  planted: true, seed: 2, classes: 3)
-        let reader = try StoreReader(run: run)
-        var o = AlignRunOptions()
-        o.hyper.learningRate = 1e-2
-        o.hyper.epochs = 3
-        let al = try AlignRun.run(reader: reader, targets: AlignTargets(embeddings: t, info: SyntheticAlignment.targetInfo(clipWidth: 8)),
-                                  zeroShot: nil, output: scratch.appendingPathComponent("al"), options: o, createdBy: "test")
+        let (reader, al, _) = try SyntheticAlignment.alignedRun(in: scratch.appendingPathComponent("labelled"),
+                                                                shape: .init(images: 40, components: 4, width: 10, clipWidth: 8, shardSize: 15),
+                                                                seed: 2, classes: 3, epochs: 3)
         let a = try AlignedRun(reader: reader, alignment: al)
         let classifier = Ops.transposed(Ops.l2Normalized(TextSpanRun.randomDirections(count: 3, width: 8, seed: 11)))   // [D, 3]
         let inputs = AccuracyInputs(classifier: classifier, classes: ["class0", "class1", "class2"], classesFile: "classes", templates: ["{}"])
