@@ -246,16 +246,7 @@ public enum ScoreRendering {
         let h = escape
         var out = ""
         func line(_ s: String) { out += s + "\n" }
-        line("<!DOCTYPE html>")
-        line("<html lang=\"en\">")
-        line("<head>")
-        line("<meta charset=\"utf-8\">")
-        line("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
-        line("<meta name=\"color-scheme\" content=\"light dark\">")
-        line("<title>Component scores: \(h(report.property.name))</title>")
-        line("<style>\n\(stylesheet)</style>")
-        line("</head>")
-        line("<body>")
+        out += HTMLPage.opening(title: "Component scores: \(report.property.name)", stylesheet: stylesheet)
         line("<header>")
         line("<h1>Component scores: \(h(report.property.name))</h1>")
         line("<dl class=\"meta\">")

@@ -26,6 +26,25 @@ public enum HTMLPage {
         return out
     }
 
+    /// A page's opening, through `<body>`: doctype, language, charset, viewport, both colour
+    /// schemes, the title (escaped here) and the stylesheet (trusted: no user data).
+    public static func opening(title: String, stylesheet: String) -> String {
+        """
+        <!DOCTYPE html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <meta name="color-scheme" content="light dark">
+        <title>\(escape(title))</title>
+        <style>
+        \(stylesheet)</style>
+        </head>
+        <body>
+
+        """
+    }
+
     /// C0 and C1 control characters (and DEL).
     public static func isControl(_ u: Unicode.Scalar) -> Bool {
         (u.value < 0x20) || (u.value >= 0x7F && u.value < 0xA0)

@@ -100,16 +100,7 @@ public enum RetrievalOutput {
         let q = report.query
         let title = q.text.map { "“\($0)”" } ?? q.path.map(fileName) ?? "query"
 
-        line("<!DOCTYPE html>")
-        line("<html lang=\"en\">")
-        line("<head>")
-        line("<meta charset=\"utf-8\">")
-        line("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
-        line("<meta name=\"color-scheme\" content=\"light dark\">")
-        line("<title>Retrieval: \(h(title)) by heads \(h(report.heads.joined(separator: ", ")))</title>")
-        line("<style>\n\(stylesheet)</style>")
-        line("</head>")
-        line("<body>")
+        out += HTMLPage.opening(title: "Retrieval: \(title) by \(report.heads.joined(separator: ", "))", stylesheet: stylesheet)
 
         // Header.
         line("<header>")

@@ -98,16 +98,7 @@ public enum TextSpanRendering {
         var out = ""
         func line(_ s: String) { out += s + "\n" }
 
-        line("<!DOCTYPE html>")
-        line("<html lang=\"en\">")
-        line("<head>")
-        line("<meta charset=\"utf-8\">")
-        line("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
-        line("<meta name=\"color-scheme\" content=\"light dark\">")
-        line("<title>TextSpan report: \(h(report.model))</title>")
-        line("<style>\n\(stylesheet)</style>")
-        line("</head>")
-        line("<body>")
+        out += HTMLPage.opening(title: "TextSpan report: \(report.model)", stylesheet: stylesheet)
 
         // Header.
         line("<header>")
