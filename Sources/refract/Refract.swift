@@ -15,7 +15,7 @@ import RefractTimm
 struct Refract: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "refract",
-        abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations.",
+        abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations explained with text (CLIP runs directly, timm runs through CompAlign).",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
                       Ablate.self, TextSpanCommand.self, HeadsCommand.self, HeatmapCommand.self, SegmentCommand.self,
                       RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ProbeCommand.self, ScoreCommand.self, Env.self])
