@@ -41,7 +41,7 @@ struct ScoreCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Components to print (and to mark in the report).") var top = 10
     @Option(name: .customLong("rank-by"), help: "The score the ranking uses: attributed (default, the paper's) or explained.")
     var rankBy = "attributed"
-    @Flag(name: .customLong("no-variance-explained"), help: "Skip variance_explained (timm runs: saves aligning every component).")
+    @Flag(name: .customLong("no-variance-explained"), help: "Skip variance_explained (for a timm run other than the alignment's own, it saves aligning every component of every image).")
     var noVarianceExplained = false
     @Option(name: .long, help: "Output directory for score.json, score.md and score.html.") var output: String?
     @Option(name: .long, help: "BLAS threads (default: all cores).") var threads: Int?
