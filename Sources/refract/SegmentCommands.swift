@@ -234,7 +234,7 @@ struct SegmentCommand: AsyncParsableCommand {
         textBar.finish()
         let source = classes ?? SegmentText.bundledSource
         say("segmenting \(min(data.count, limit ?? data.count)) of \(data.count) images of \(data.source) "
-            + "(\(classNames.count) classes x \(templateList.count) templates, align \(align), convention \(convention))")
+            + "(\(classNames.count) classes x \(templateList.count) templates, align \(align), convention \(options.convention.rawValue))")
         let bar = ProgressBar(label: "images")
         let report = try SegmentRun.run(model: clip, weightsSHA256: hash, dataset: data, classifier: classifier, classesSource: source,
                                         output: URL(fileURLWithPath: output), options: options) { bar.update(done: $0, total: $1) }
