@@ -62,23 +62,29 @@ public struct AlignerWeights: Sendable, Equatable {
 
     /// Each component aligned on its own: a_c = x_c·W_c + b/C, [B, C, D] (the bias split equally, as the official code).
     public func alignedComponents(_ x: Tensor, bias withBias: Bool = true) -> Tensor {
-        let b = x.shape[0], c = components, d = width, e = clipWidth
-        var out = [Float](repeating: 0, count: b * c * e)
-        let share: Float = withBias ? 1 / Float(c) : 0
-        for k in 0..<c {
-            var rows = [Float]()
-            rows.reserveCapacity(b * d)
-            for i in 0..<b {
-                let start = (i * c + k) * d
-                rows += x.data[start..<(start + d)]
-            }
-            let map = Tensor(shape: [d, e], data: Array(weights[(k * d * e)..<((k + 1) * d * e)]))
-            let a = Ops.matmul(Tensor(shape: [b, d], data: rows), map)                       // [B, D]
-            for i in 0..<b {
-                for j in 0..<e { out[(i * c + k) * e + j] = a.data[i * e + j] + share * bias[j] }
+        precondition(x.rank == 3 && x.shape[1] == components && x.shape[2] == width, "aligner input \(x.shape)")
+        let b = x.shape[0]
+        var out = [Float](repeating: 0, count: b * components * clipWidth)
+        x.data.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op in align(xp.baseAddress!, rows: b, bias: withBias, into: op.baseAddress!) }
+        }
+        return Tensor(shape: [b, components, clipWidth], data: out)
+    }
+
+    /// `alignedComponents` on raw memory: `x` [rows, C, d] row-major (a mapped shard, say) into `out`
+    /// [rows, C, D]; one GEMM per component reading its strided rows in place.
+    public func align(_ x: UnsafePointer<Float>, rows b: Int, bias withBias: Bool, into out: UnsafeMutablePointer<Float>) {
+        let c = components, d = width, e = clipWidth
+        guard b > 0 else { return }
+        weights.withUnsafeBufferPointer { w in
+            for k in 0..<c {
+                BLAS.sgemm(.none, .none, m: b, n: e, k: d, a: x + k * d, lda: c * d, b: w.baseAddress! + k * d * e, ldb: e,
+                           c: out + k * e, ldc: c * e)                                          // x_c [B, d] · W_c [d, D]
             }
         }
-        return Tensor(shape: [b, c, e], data: out)
+        guard withBias else { return }
+        let share = 1 / Float(c)
+        for i in 0..<(b * c) { for t in 0..<e { out[i * e + t] += share * bias[t] } }
     }
 }
 

@@ -128,8 +128,7 @@ public struct ProbeArtefact: Sendable {
                                             metadata: ["format": ProbeManifest.formatName, "run_id": reader.manifest.runId],
                                             tensors: [("weight", Tensor(shape: [p.classes, d], data: p.weight)),
                                                       ("bias", Tensor(shape: [p.classes], data: p.bias))])
-        var filterWords = data.filters.map { "\($0.column)=\($0.value)" }
-        if filterWords.isEmpty { filterWords = [] }
+        let filterWords = data.filters.map { "\($0.column)=\($0.value)" }
         let manifest = ProbeManifest(createdBy: createdBy, runId: reader.manifest.runId, runPath: reader.run.path, model: reader.manifest.model,
                                      feature: feature, width: d, classes: classes, labels: data.labelColumn.map { "column \($0)" } ?? "label",
                                      labelMapping: mapping, filters: filterWords, trainRows: rows.count, hyperparameters: hyper, seed: seed,

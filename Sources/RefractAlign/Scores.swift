@@ -712,16 +712,7 @@ public enum ComponentScoring {
             return
         }
         var aligned = [Float](repeating: 0, count: b * c * e)
-        aligned.withUnsafeMutableBufferPointer { o in
-            maps.weights.withUnsafeBufferPointer { w in
-                for comp in 0..<c {
-                    BLAS.sgemm(.none, .none, m: b, n: e, k: d, a: x + comp * d, lda: c * d, b: w.baseAddress! + comp * d * e, ldb: e,
-                               c: o.baseAddress! + comp * e, ldc: c * e)
-                }
-            }
-            let share = 1 / Float(c)
-            for i in 0..<(b * c) { for t in 0..<e { o[i * e + t] += share * maps.bias[t] } }
-        }
+        aligned.withUnsafeMutableBufferPointer { o in maps.align(x, rows: b, bias: true, into: o.baseAddress!) }
         aligned.withUnsafeBufferPointer { a in
             acc.accumulate(rows: b, parts: [ChunkPart(base: a.baseAddress!, slots: Array(0..<c))])
         }

@@ -60,14 +60,11 @@ public enum DecomposeRun {
         var shardSize = max(1, min(4096, options.shardBytes / max(bytesPerImage, 1)))
         if shardSize >= options.batchSize { shardSize -= shardSize % options.batchSize }
         if let fixed = options.shardSize { shardSize = max(1, fixed) }
-        let location = model.location
         var runOptions = decomposer.runOptions
         runOptions["dtype"] = .string(options.dtype.rawValue)
         runOptions["batchSize"] = .number(Double(options.batchSize))
         return StoreHeader(
-            model: StoreModelInfo(id: location.modelId, layout: location.layout.rawValue, commit: location.commit,
-                                  weightsSHA256: weightsSHA256,
-                                  weightFiles: try location.weightFiles().map(\.lastPathComponent)),
+            model: try StoreModelInfo(model, weightsSHA256: weightsSHA256),
             preprocessing: preprocessing,
             convention: options.convention.rawValue,
             dimensions: decomposer.runDimensions,
@@ -217,6 +214,17 @@ final class ResultList: @unchecked Sendable {
 }
 
 // MARK: - The model of a run
+
+extension StoreModelInfo {
+    /// What a run or an artefact records of `model`: id, layout, hub commit, the weights' SHA-256
+    /// (`model.weightsSHA256()`, passed in when already computed) and weight file names.
+    public init(_ model: any VisionModel, weightsSHA256: String? = nil) throws {
+        let location = model.location
+        self.init(id: location.modelId, layout: location.layout.rawValue, commit: location.commit,
+                  weightsSHA256: try weightsSHA256 ?? model.weightsSHA256(),
+                  weightFiles: try location.weightFiles().map(\.lastPathComponent))
+    }
+}
 
 public enum RunModel {
     /// Loads the model a run was made with (`spec`, or the run's own model id), refusing weights

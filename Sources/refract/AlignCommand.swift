@@ -81,7 +81,7 @@ struct AlignCommand: AsyncParsableCommand {
             guard location.layout != .timm else { throw ValidationError("--clip \(clip) is a timm model, not CLIP") }
             let model = try CLIP(location: location)
             clipModel = model
-            clipInfo = try modelInfo(model)
+            clipInfo = try StoreModelInfo(model)
         }
         let targets: AlignTargets
         if let clipEmbeddings {
@@ -138,10 +138,6 @@ struct AlignCommand: AsyncParsableCommand {
         return lines.joined(separator: "\n")
     }
 
-    func modelInfo(_ model: any VisionModel) throws -> StoreModelInfo {
-        StoreModelInfo(id: model.location.modelId, layout: model.location.layout.rawValue, commit: model.location.commit,
-                       weightsSHA256: try model.weightsSHA256(), weightFiles: try model.location.weightFiles().map(\.lastPathComponent))
-    }
 
     /// --clip-embeddings: the array, its paths and its model description, joined to the run.
     func embeddingsTargets(_ path: String, reader: StoreReader, clipInfo: StoreModelInfo?) throws -> AlignTargets {

@@ -127,12 +127,9 @@ struct EmbedImages: AsyncParsableCommand {
         let list = Output.sidecar(outURL, "paths.txt")
         try Output.writeLines(files.map(\.path), to: list, what: "the image list")
         let normalized = normalizeFlag.normalize ?? (model is CLIP)
-        let location = model.location
         do {
-            try EmbeddingsInfo(model: StoreModelInfo(id: location.modelId, layout: location.layout.rawValue, commit: location.commit,
-                                                     weightsSHA256: try model.weightsSHA256(),
-                                                     weightFiles: try location.weightFiles().map(\.lastPathComponent)),
-                               rows: embeddings.shape[0], width: embeddings.shape[1], normalized: normalized).write(for: outURL)
+            try EmbeddingsInfo(model: try StoreModelInfo(model), rows: embeddings.shape[0], width: embeddings.shape[1],
+                               normalized: normalized).write(for: outURL)
             try normalizeFlag.write(embeddings, to: output, normalizeByDefault: model is CLIP)
         } catch {
             try? FileManager.default.removeItem(at: list)

@@ -98,7 +98,7 @@ struct RetrieveCommand: AsyncParsableCommand {
             try BLAS.load()
             if let threads { BLAS.setThreads(threads) }
             let run = try AlignedRun(reader: reader, alignment: try Alignment.load(URL(fileURLWithPath: align)))
-            let (clip, _) = try await TextOptions.alignmentCLIP(run, spec: model)
+            let (clip, _) = try await AlignmentCLIP.load(run.alignment, spec: model, option: "--model", threads: threads)
             aligned = run
             embedding = clip.encodeTexts([text.trimmingCharacters(in: .whitespacesAndNewlines)]).data
         } else if align != nil {

@@ -105,17 +105,7 @@ struct ScoreCommand: AsyncParsableCommand {
         // The text tower: the run's CLIP, or the alignment's.
         let clip: CLIP, hash: String
         if let alignment {
-            let target = alignment.manifest.target.model
-            let spec = model ?? target.id
-            let location = try await ModelOptions.locate(spec, layout: layout ?? (model == nil ? target.layout : nil), threads: threads)
-            guard location.layout != .timm else { throw ValidationError("--model \(spec) is a timm model: the texts need a CLIP text tower") }
-            clip = try CLIP(location: location)
-            hash = try clip.weightsSHA256()
-            guard hash == target.weightsSHA256 else {
-                throw ScoreError("--model \(spec)", "weights sha256 \(hash.prefix(12))…, but the alignment "
-                    + "\(alignment.directory.appendingPathComponent(AlignmentManifest.fileName).path) maps into the space of \(target.id) "
-                    + "(weights \(target.weightsSHA256.prefix(12))…): pass --model with that CLIP model")
-            }
+            (clip, hash) = try await AlignmentCLIP.load(alignment, spec: model, option: "--model", layout: layout, threads: threads)
         } else {
             if layout != nil && model == nil { throw ValidationError("--layout needs --model") }
             var options = ModelLocation.Options()
@@ -137,10 +127,8 @@ struct ScoreCommand: AsyncParsableCommand {
         let textBar = ProgressBar(label: "texts")
         var properties: [ScoreProperty] = []
         for l in lists {
-            let classifier = try SegmentText.classifier(classes: l.texts, templates: templates, model: clip, weightsSHA256: hash, cache: cache) {
-                textBar.update(done: $0, total: $1)
-            }
-            properties.append(ScoreProperty(name: l.name, texts: l.texts, embeddings: Ops.transposed(classifier.weights)))   // [k, D]
+            properties.append(try ScoreProperty.embedded(name: l.name, texts: l.texts, clip: clip, weightsSHA256: hash, templates: templates,
+                                                         cache: cache) { textBar.update(done: $0, total: $1) })
         }
         textBar.finish()
 

@@ -126,20 +126,7 @@ struct HeatmapCommand: AsyncParsableCommand {
         var plan = try TimmHeatmaps.plan(model: model, weightsSHA256: hash, alignment: alignment, components: names)
 
         // The text tower: the alignment's CLIP model (or --clip), with the same weights.
-        let target = alignment.manifest.target.model
-        let spec = clip ?? target.id
-        let clipLocation = try await ModelOptions.locate(spec, layout: clip == nil ? target.layout : nil, threads: modelOptions.threads)
-        guard clipLocation.layout != .timm else { throw ValidationError("--clip \(spec) is a timm model: the texts need a CLIP text tower") }
-        let clipModel = try CLIP(location: clipLocation)
-        let clipHash = try clipModel.weightsSHA256()
-        guard clipHash == target.weightsSHA256 else {
-            throw ValidationError("--clip \(spec): weights sha256 \(clipHash.prefix(12))…, but the alignment \(align) maps into the space of "
-                + "\(target.id) (weights \(target.weightsSHA256.prefix(12))…): pass --clip with that CLIP model")
-        }
-        guard clipModel.architecture.embedDim == alignment.maps.clipWidth else {
-            throw ValidationError("--clip \(spec): text embeddings of width \(clipModel.architecture.embedDim), the alignment maps into width "
-                                  + "\(alignment.maps.clipWidth)")
-        }
+        let (clipModel, clipHash) = try await AlignmentCLIP.load(alignment, spec: clip, option: "--clip", threads: modelOptions.threads)
         let cache = noCache ? nil : TextEmbeddings.cacheDirectory()
         let directions = try HeatmapRun.directions(texts: text, contrast: contrastPool?.texts, model: clipModel,
                                                    weightsSHA256: clipHash, cache: cache)

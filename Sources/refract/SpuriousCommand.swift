@@ -158,12 +158,12 @@ struct SpuriousCommand: AsyncParsableCommand {
             try ScoreProperty.checkTexts(name: "core", texts: core, source: "--core-texts")
             let alignment = try Alignment.load(URL(fileURLWithPath: align))
             let aligned = try AlignedRun(reader: reader, alignment: alignment)
-            let (clip, hash) = try await TextOptions.alignmentCLIP(aligned, spec: textOptions.model)
+            let (clip, hash) = try await AlignmentCLIP.load(aligned.alignment, spec: textOptions.model, option: "--model",
+                                                            threads: textOptions.threads)
             let templates = try SegmentText.imagenetTemplates()
             let properties = try [(property, spur), ("core", core)].map { name, texts in
-                let classifier = try SegmentText.classifier(classes: texts, templates: templates, model: clip, weightsSHA256: hash,
-                                                            cache: textOptions.cache)
-                return ScoreProperty(name: name, texts: texts, embeddings: Ops.transposed(classifier.weights))          // [k, D]
+                try ScoreProperty.embedded(name: name, texts: texts, clip: clip, weightsSHA256: hash, templates: templates,
+                                           cache: textOptions.cache)
             }
             let scores = try ComponentScoring.score(reader, source: try ScoreSource.resolve(reader, alignment: alignment),
                                                     properties: properties, varianceExplained: false)

@@ -37,22 +37,8 @@ struct TextOptions: ParsableArguments {
             fatalError("requireCLIP refuses a timm run")
         }
         let aligned = try AlignedRun(reader: reader, alignment: try Alignment.load(URL(fileURLWithPath: align)))
-        let (clip, hash) = try await Self.alignmentCLIP(aligned, spec: model)
+        let (clip, hash) = try await AlignmentCLIP.load(aligned.alignment, spec: model, option: "--model", threads: threads)
         return (clip, hash, aligned)
-    }
-
-    /// The CLIP an alignment maps into (`spec`, default the alignment's CLIP model id), its weights checked.
-    static func alignmentCLIP(_ aligned: AlignedRun, spec: String?) async throws -> (CLIP, String) {
-        let target = aligned.alignment.manifest.target.model
-        let location = try await ModelLocation.resolve(spec ?? target.id, options: .init())
-        guard location.layout != .timm else { throw ValidationError("--model \(spec ?? target.id) is a timm model, not the alignment's CLIP") }
-        let clip = try CLIP(location: location)
-        let hash = try clip.weightsSHA256()
-        guard hash == target.weightsSHA256 else {
-            throw ValidationError("\(aligned.alignment.directory.path) aligns into \(target.id) (weights \(target.weightsSHA256.prefix(12))...), "
-                                  + "but \(spec ?? target.id) has weights \(hash.prefix(12))...; pass --model with the alignment's CLIP")
-        }
-        return (clip, hash)
     }
 
     var cache: URL? { noCache ? nil : TextEmbeddings.cacheDirectory() }
