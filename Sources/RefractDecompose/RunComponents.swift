@@ -13,16 +13,15 @@ public enum RunComponents {
     /// Whether the run was made from a timm model.
     public static func isTimm(_ reader: StoreReader) -> Bool { reader.manifest.model.layout == "timm" }
 
-    /// Refuses a timm run for a command that works in CLIP's joint space, saying why.
-    public static func requireCLIP(_ reader: StoreReader, command: String, readsAlignments: Bool = false) throws {
-        guard isTimm(reader) else { return }
+    /// The refusal of a timm run given without an alignment to a command that works in CLIP's joint
+    /// space, saying why and what to do.
+    public static func needsAlignment(_ reader: StoreReader, command: String) -> DatasetError {
         let arch: String
         if case .object(let options) = reader.manifest.options, case .string(let a)? = options["architecture"] { arch = a } else { arch = "timm" }
-        throw DatasetError(path: reader.run.path, message: "a run of \(reader.manifest.model.id) (\(arch)), whose components live in its own "
+        return DatasetError(path: reader.run.path, message: "a run of \(reader.manifest.model.id) (\(arch)), whose components live in its own "
             + "space, not CLIP's: \(command) compares components with CLIP text embeddings, which needs them mapped into CLIP "
-            + "space first: make an alignment with refract align (CompAlign) and "
-            + (readsAlignments ? "give it with --align" : "give it with --align to textspan, heads, retrieve or score (\(command) does not read alignments yet)")
-            + "; export its components with refract export")
+            + "space first: make an alignment with refract align (CompAlign) and give it with --align; "
+            + "export its components with refract export")
     }
 
     /// The run's components, in the order of its components tensor.

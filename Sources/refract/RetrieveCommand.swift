@@ -91,10 +91,7 @@ struct RetrieveCommand: AsyncParsableCommand {
         var aligned: AlignedRun?
         var embedding: [Float]?
         if case .text(let text) = query {
-            guard let align else {
-                try RunComponents.requireCLIP(reader, command: "retrieve --text", readsAlignments: true)
-                fatalError("requireCLIP refuses a timm run")
-            }
+            guard let align else { throw RunComponents.needsAlignment(reader, command: "retrieve --text") }
             try BLAS.load()
             if let threads { BLAS.setThreads(threads) }
             let run = try AlignedRun(reader: reader, alignment: try Alignment.load(URL(fileURLWithPath: align)))

@@ -147,10 +147,7 @@ struct SpuriousCommand: AsyncParsableCommand {
             chosen = try ComponentSelection.parse(ablate, of: names)
             selection = ComponentSelectionSummary(rule: "explicit")
         } else {
-            guard let align else {
-                try RunComponents.requireCLIP(reader, command: "spurious --ablate-by-text", readsAlignments: true)
-                fatalError("requireCLIP refuses a timm run")
-            }
+            guard let align else { throw RunComponents.needsAlignment(reader, command: "spurious --ablate-by-text") }
             let property = ablateByText!.trimmingCharacters(in: .whitespaces)
             let spur = spuriousTexts.map(ScoreCommand.splitTexts) ?? ComponentSpuriousStudy.spuriousTexts
             let core = coreTexts.map(ScoreCommand.splitTexts) ?? ComponentSpuriousStudy.coreTexts

@@ -32,10 +32,7 @@ struct TextOptions: ParsableArguments {
             let clip = try await RunModel.load(for: reader, spec: model)
             return (clip, reader.manifest.model.weightsSHA256, nil)
         }
-        guard let align else {
-            try RunComponents.requireCLIP(reader, command: command, readsAlignments: true)
-            fatalError("requireCLIP refuses a timm run")
-        }
+        guard let align else { throw RunComponents.needsAlignment(reader, command: command) }
         let aligned = try AlignedRun(reader: reader, alignment: try Alignment.load(URL(fileURLWithPath: align)))
         let (clip, hash) = try await AlignmentCLIP.load(aligned.alignment, spec: model, option: "--model", threads: threads)
         return (clip, hash, aligned)
