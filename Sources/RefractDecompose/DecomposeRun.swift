@@ -35,10 +35,17 @@ public struct DecomposeRunOptions: Sendable {
     public var shardSize: Int? = nil
     public var onError: OnError = .stop
     public var resume: Bool = false
+    /// Start the run, or resume it when the output holds an incomplete one of the same settings, or
+    /// do nothing when it holds the complete one (for scheduler tasks that may be started again).
+    public var continueRun: Bool = false
+    /// Write only part K of N of the run (`StorePart`: the K-th of N contiguous slices of its
+    /// shards), to be joined with the others by `StoreMerge`.
+    public var part: (index: Int, count: Int)? = nil
     public init() {}
 }
 
 public struct DecomposeRunSummary: Sendable {
+    /// Images of the run (of the part, when writing one).
     public var images: Int
     public var rows: Int
     public var skipped: [SkippedImage]
@@ -103,12 +110,26 @@ public enum DecomposeRun {
         let decomposer = try decomposer(model: model, options: options)
         let header = try header(model: model, decomposer: decomposer, weightsSHA256: try model.weightsSHA256(), dataset: dataset,
                                 options: options)
-        let writer = try StoreWriter.open(at: output, header: header, constants: [:], createdBy: createdBy, resume: options.resume)
+        var resume = options.resume
+        if options.continueRun {
+            if let complete = try StoreWriter.completedRun(at: output, header: header, part: options.part) {
+                let own = complete.ownShards
+                return DecomposeRunSummary(images: complete.part?.imageCount ?? complete.images.count,
+                                           rows: complete.shards.reduce(0) { $0 + $1.rows }, skipped: complete.skipped,
+                                           shardsWritten: 0, shardsTotal: own.count)
+            }
+            resume = StoreWriter.holdsRun(output)
+        }
+        let writer = try StoreWriter.open(at: output, header: header, constants: [:], createdBy: createdBy, resume: resume,
+                                          part: options.part)
         let ranges = writer.shardRanges
-        var done = ranges.prefix(writer.completedShards).reduce(0) { $0 + $1.count }
+        let own = writer.manifest.ownShards
+        let total = own.reduce(0) { $0 + ranges[$1].count }
+        var done = own.lowerBound < writer.pendingShards.lowerBound
+            ? (own.lowerBound..<writer.pendingShards.lowerBound).reduce(0) { $0 + ranges[$1].count } : 0
         var written = 0
-        progress?(done, dataset.images.count)
-        for shard in writer.completedShards..<ranges.count {
+        progress?(done, total)
+        for shard in writer.pendingShards {
             let range = ranges[shard]
             var rows = [String: [Float]]()
             var indices = [Int](), skipped = [SkippedImage]()
@@ -143,7 +164,7 @@ public enum DecomposeRun {
                 }
                 start = batch.upperBound
                 done += batch.count
-                progress?(done, dataset.images.count)
+                progress?(done, total)
             }
             var tensors = [String: Tensor]()
             for spec in header.tensors {
@@ -154,8 +175,8 @@ public enum DecomposeRun {
             shardWritten?(shard)
         }
         try writer.finish()
-        return DecomposeRunSummary(images: dataset.images.count, rows: writer.manifest.shards.reduce(0) { $0 + $1.rows },
-                                   skipped: writer.manifest.skipped, shardsWritten: written, shardsTotal: ranges.count)
+        return DecomposeRunSummary(images: total, rows: writer.manifest.shards.reduce(0) { $0 + $1.rows },
+                                   skipped: writer.manifest.skipped, shardsWritten: written, shardsTotal: own.count)
     }
 
     /// Refuses a decomposed tensor [B, ...] of a batch that holds a NaN or ±infinity, naming the

@@ -26,6 +26,7 @@ struct FileEntry {
     enum Source {
         case int64([Int64])
         case float(Tensor, StoreDType)
+        case float64([Double])
     }
     var name: String
     var shape: [Int]
@@ -34,6 +35,7 @@ struct FileEntry {
     var dtype: SafetensorsDType {
         switch source {
         case .int64: return .i64
+        case .float64: return .f64
         case let .float(_, d): return d.safetensors
         }
     }
@@ -66,6 +68,8 @@ func writeSafetensorsStreaming(to url: URL, metadata: [String: String], entries:
     for e in ordered {
         switch e.source {
         case let .int64(values):
+            try values.withUnsafeBytes { try file.write($0) }
+        case let .float64(values):
             try values.withUnsafeBytes { try file.write($0) }
         case let .float(tensor, .float32):
             try tensor.data.withUnsafeBytes { try file.write($0) }

@@ -42,6 +42,10 @@ public struct StoreError: Error, Equatable, Sendable, CustomStringConvertible, L
         case incompatibleRuns
         /// Another writer (process) holds the output's lock.
         case locked
+        /// A part of a run split across machines where a whole run is needed.
+        case isPart
+        /// Parts that cannot be merged (missing, overlapping, incomplete, of other settings).
+        case mergeRefused
     }
 
     public var kind: Kind

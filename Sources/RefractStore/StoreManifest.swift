@@ -138,6 +138,59 @@ public struct StoreShardRecord: Codable, Equatable, Hashable, Sendable {
     public var range: Range<Int> { first..<(first + count) }
 }
 
+/// One of N parts of a run split across machines (`refract decompose --part K/N`): the K-th of N
+/// contiguous slices of the run's shards, `⌊K·S/N⌋ ..< ⌊(K+1)·S/N⌋` of its S shards (so the
+/// slices follow the image order, differ by at most one shard, and may be empty when N > S).
+/// A part is written like a run, into its own directory, under the run id every part of the same
+/// header shares (`StoreHeader.partRunId`); `StoreMerge` joins the parts into one run.
+public struct StorePart: Codable, Equatable, Hashable, Sendable {
+    /// K, from 0 (as Slurm array and Kubernetes Indexed Job indices).
+    public var index: Int
+    /// N.
+    public var count: Int
+    /// The first of the run's shards this part holds.
+    public var firstShard: Int
+    public var shardCount: Int
+    /// The input images of those shards: `firstImage ..< firstImage + imageCount`.
+    public var firstImage: Int
+    public var imageCount: Int
+    /// SHA-256 of the whole input list (`StoreHeader.imageListSHA256`).
+    public var listSHA256: String
+
+    /// The part `index` of `count` of a run with `header`. Fails on an index outside 0..<count.
+    public init(index: Int, count: Int, header: StoreHeader) throws {
+        guard count >= 1, count <= 1_000_000 else {
+            throw StoreError(.invalidArgument, path: "--part", "\(index)/\(count): the number of parts must be 1...1000000")
+        }
+        guard (0..<count).contains(index) else {
+            throw StoreError(.invalidArgument, path: "--part", "\(index)/\(count): K must be 0...\(count - 1) "
+                + "(parts are numbered from 0, as Slurm array and Kubernetes Indexed Job indices)")
+        }
+        let shards = Self.shardSlice(index: index, count: count, shards: header.shardRanges.count)
+        let n = header.images.count, size = max(header.shardSize, 1)
+        let first = min(shards.lowerBound * size, n), end = min(shards.upperBound * size, n)
+        self.index = index
+        self.count = count
+        firstShard = shards.lowerBound
+        shardCount = shards.count
+        firstImage = first
+        imageCount = end - first
+        listSHA256 = header.imageListSHA256
+    }
+
+    /// The shards of part `index` of `count` of a run of `shards` shards: ⌊K·S/N⌋ ..< ⌊(K+1)·S/N⌋.
+    public static func shardSlice(index: Int, count: Int, shards: Int) -> Range<Int> {
+        (index * shards / count)..<((index + 1) * shards / count)
+    }
+
+    /// The run's shards this part holds.
+    public var shards: Range<Int> { firstShard..<(firstShard + shardCount) }
+    /// The input images this part holds.
+    public var images: Range<Int> { firstImage..<(firstImage + imageCount) }
+    /// "K/N".
+    public var label: String { "\(index)/\(count)" }
+}
+
 /// Everything that defines a run's contents; resuming requires the stored header to be equal.
 public struct StoreHeader: Equatable, Hashable, Sendable {
     public var model: StoreModelInfo
@@ -184,14 +237,34 @@ public struct StoreHeader: Equatable, Hashable, Sendable {
             return first..<(first + min(shardSize, n - first))
         }
     }
+
+    /// Lower-case hex SHA-256 of the input list (paths, labels and columns, as the manifest's
+    /// `images` in canonical JSON: sorted keys, no spaces).
+    public var imageListSHA256: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return SHA256.hexDigest(Array((try? encoder.encode(images)) ?? Data()))
+    }
+
+    /// The run id every part of a run with this header carries (so that their shards are the shards
+    /// of one run): a UUID-shaped prefix of the SHA-256 of the header in canonical JSON.
+    public var partRunId: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let bytes = Array((try? encoder.encode(StoreManifest(runId: "", createdBy: "", header: self))) ?? Data())
+        let h = Array(SHA256.hexDigest(Array("refract-part-run\n".utf8) + bytes).prefix(32))
+        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(h[$0]) }.joined(separator: "-")
+    }
 }
 
 /// The contents of `manifest.json`.
 public struct StoreManifest: Codable, Equatable, Sendable {
     /// The format name every run manifest carries.
     public static let formatName = "refract-contributions"
-    /// The newest format version this build reads and the one it writes.
-    public static let currentFormatVersion = 1
+    /// The newest format version this build reads and the one it writes. Version 2 added the
+    /// shards' statistics (`sum:NAME`, `sumsq:NAME`) and parts (`part`, `mergedFrom`); version 1
+    /// runs are read as before and resumed as version 1.
+    public static let currentFormatVersion = 2
 
     public var format: String
     public var formatVersion: Int
@@ -218,6 +291,10 @@ public struct StoreManifest: Codable, Equatable, Sendable {
     /// Lower-case hex SHA-256 of `constants.safetensors`, once it is written (null for runs without
     /// constants, and in runs written before it was recorded).
     public var constantsSHA256: String?
+    /// Set in a part of a run split across machines (null in a whole run).
+    public var part: StorePart?
+    /// In a run merged from parts: the parts, in shard order (null otherwise).
+    public var mergedFrom: [StorePart]?
 
     public init(runId: String, createdBy: String, header: StoreHeader, shards: [StoreShardRecord] = [],
                 skipped: [SkippedImage] = [], complete: Bool = false) {
@@ -250,6 +327,13 @@ public struct StoreManifest: Codable, Equatable, Sendable {
     /// The fixed input ranges of the shards.
     public var shardRanges: [Range<Int>] { header.shardRanges }
 
+    /// The run's number of recorded shard `i` (a part records a contiguous slice of the shards).
+    public func shardNumber(_ i: Int) -> Int { (part?.firstShard ?? 0) + i }
+    /// The shards this manifest holds when complete: all of the run's, or its part's.
+    public var ownShards: Range<Int> { part?.shards ?? 0..<shardRanges.count }
+    /// Whether each shard carries the sums and sums of squares of its rows (format version 2).
+    public var hasShardStatistics: Bool { formatVersion >= 2 }
+
     /// File name of shard `index`.
     public static func shardFileName(_ index: Int) -> String {
         let digits = String(index)
@@ -259,6 +343,7 @@ public struct StoreManifest: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case format, formatVersion, runId, createdBy, model, preprocessing, convention, dimensions, options
         case tensors, constants, images, classNames, shardSize, shards, skipped, complete, constantsSHA256
+        case part, mergedFrom
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -281,6 +366,10 @@ public struct StoreManifest: Codable, Equatable, Sendable {
         try c.encode(skipped, forKey: .skipped)
         try c.encode(complete, forKey: .complete)
         try c.encode(constantsSHA256, forKey: .constantsSHA256)
+        if formatVersion >= 2 {
+            try c.encode(part, forKey: .part)
+            try c.encode(mergedFrom, forKey: .mergedFrom)
+        }
     }
 
     /// Pretty-printed JSON with sorted keys and a final newline (the bytes of `manifest.json`).
@@ -424,17 +513,34 @@ private func jsonDifference(_ a: JSONValue, _ b: JSONValue, at path: String) -> 
 }
 
 extension StoreManifest {
-    /// Checks that the manifest is consistent with itself: header, shard records, skipped images.
+    /// Checks that the manifest is consistent with itself: header, part, shard records, skipped images.
     func validate(path: String) throws {
         try header.validate(path: path, kind: .invalidManifest)
         func bad(_ message: String) -> StoreError { StoreError(.invalidManifest, path: path, message) }
         let ranges = shardRanges
-        if shards.count > ranges.count {
-            throw bad("records \(shards.count) shards but \(images.count) images in shards of \(shardSize) make only \(ranges.count)")
+        if formatVersion < 2 && (part != nil || mergedFrom != nil) {
+            throw bad("records a part or merged parts, which format version \(formatVersion) does not have")
+        }
+        if let p = part {
+            guard p.count >= 1, (0..<p.count).contains(p.index),
+                  p.shards == StorePart.shardSlice(index: p.index, count: p.count, shards: ranges.count) else {
+                throw bad("part \(p.label) records shards \(p.shards), but part \(p.label) of \(ranges.count) shards is "
+                    + "\(p.count >= 1 ? "\(StorePart.shardSlice(index: p.index, count: p.count, shards: ranges.count))" : "impossible")")
+            }
+            let first = min(p.firstShard * shardSize, images.count), end = min(p.shards.upperBound * shardSize, images.count)
+            if p.images != first..<end { throw bad("part \(p.label) records images \(p.images); its shards hold \(first)..<\(end)") }
+            if !isSHA256Hex(p.listSHA256) { throw bad("part.listSHA256 '\(shorten(p.listSHA256))' is not 64 lower-case hex digits") }
+        }
+        let own = ownShards
+        if shards.count > own.count {
+            throw bad("records \(shards.count) shards but \(images.count) images in shards of \(shardSize) make only \(own.count)"
+                + (part.map { " in part \($0.label)" } ?? ""))
         }
         for (i, s) in shards.enumerated() {
-            let r = ranges[i]
-            if s.file != Self.shardFileName(i) { throw bad("shards[\(i)].file is '\(s.file)', expected '\(Self.shardFileName(i))'") }
+            let number = shardNumber(i), r = ranges[number]
+            if s.file != Self.shardFileName(number) {
+                throw bad("shards[\(i)].file is '\(s.file)', expected '\(Self.shardFileName(number))'")
+            }
             if s.first != r.lowerBound || s.count != r.count {
                 throw bad("shards[\(i)] covers first \(s.first), count \(s.count); expected first \(r.lowerBound), count \(r.count)")
             }
@@ -445,25 +551,26 @@ extension StoreManifest {
             if constants.isEmpty { throw bad("records constantsSHA256 but declares no constants") }
             if !isSHA256Hex(h) { throw bad("constantsSHA256 '\(shorten(h))' is not 64 lower-case hex digits") }
         }
+        let start = shards.first?.first ?? 0
         let covered = shards.last.map { $0.first + $0.count } ?? 0
         var previous = -1
         var skippedPerShard = [Int](repeating: 0, count: shards.count)
         for (j, s) in skipped.enumerated() {
             if s.index <= previous { throw bad("skipped[\(j)].index \(s.index) is not in ascending order") }
-            if s.index < 0 || s.index >= covered {
-                throw bad("skipped[\(j)].index \(s.index) is outside the completed shards (images 0..<\(covered))")
+            if s.index < start || s.index >= covered {
+                throw bad("skipped[\(j)].index \(s.index) is outside the completed shards (images \(start)..<\(max(start, covered)))")
             }
             if s.path != images[s.index].path {
                 throw bad("skipped[\(j)].path '\(s.path)' is not images[\(s.index)].path '\(images[s.index].path)'")
             }
-            skippedPerShard[s.index / shardSize] += 1
+            skippedPerShard[s.index / shardSize - own.lowerBound] += 1
             previous = s.index
         }
         for (i, s) in shards.enumerated() where s.rows + skippedPerShard[i] != s.count {
             throw bad("shards[\(i)] has \(s.rows) rows and \(skippedPerShard[i]) skipped images, but covers \(s.count) images")
         }
-        if complete && shards.count != ranges.count {
-            throw bad("is marked complete but records \(shards.count) of \(ranges.count) shards")
+        if complete && shards.count != own.count {
+            throw bad("is marked complete but records \(shards.count) of \(own.count) shards" + (part.map { " of part \($0.label)" } ?? ""))
         }
     }
 }

@@ -38,10 +38,17 @@ public final class StoreReader: Sendable {
     /// The per-image tensors of the run.
     public var tensorSpecs: [StoreTensorSpec] { manifest.tensors }
 
-    /// Opens and validates a run. Incomplete runs are refused unless `allowIncomplete`.
-    public init(run: URL, allowIncomplete: Bool = false) throws {
+    /// Opens and validates a run. Incomplete runs are refused unless `allowIncomplete`; a part of
+    /// a run split across machines unless `allowPart` (its rows are then the part's).
+    public init(run: URL, allowIncomplete: Bool = false, allowPart: Bool = false) throws {
         let run = run.standardizedFileURL
         let manifest = try ManifestFile.load(run: run)
+        if let part = manifest.part, !allowPart {
+            throw StoreError(.isPart, path: run.path,
+                             "is part \(part.label) of a run split across machines (images \(part.firstImage)..<"
+                                + "\(part.firstImage + part.imageCount)), not a whole run; join the parts with "
+                                + "`refract merge --output RUN PART...` and use RUN")
+        }
         if !manifest.complete && !allowIncomplete {
             throw StoreError(.incomplete, path: run.path,
                              "the run is incomplete (\(manifest.shards.count) of \(manifest.shardRanges.count) shards written); "
@@ -250,7 +257,7 @@ public final class StoreReader: Sendable {
 
     /// Opens shard `i` and re-checks its header against the manifest (the file may have changed
     /// since `init`).
-    private func openShard(_ i: Int) throws -> SafetensorsFile {
+    func openShard(_ i: Int) throws -> SafetensorsFile {
         let file = try checkShardHeader(manifest: manifest, run: run, index: i).file
         try verifyShard(i)
         return file
@@ -353,8 +360,9 @@ func checkShard(manifest: StoreManifest, run: URL, index: Int, skipped: Set<Int>
 @discardableResult
 func checkShardHeader(manifest: StoreManifest, run: URL, index: Int) throws -> (file: SafetensorsFile, rows: Int) {
     let record = manifest.shards[index]
+    let number = manifest.shardNumber(index)
     let url = run.appendingPathComponent(record.file)
-    let file = try openRunFile(url, role: "shard \(index) of \(manifest.shardRanges.count), recorded in \(ManifestFile.name)")
+    let file = try openRunFile(url, role: "shard \(number) of \(manifest.shardRanges.count), recorded in \(ManifestFile.name)")
     let path = file.path
     let meta = file.metadata
     if meta[ShardMetadata.format] != StoreManifest.formatName {
@@ -364,12 +372,18 @@ func checkShardHeader(manifest: StoreManifest, run: URL, index: Int) throws -> (
         throw StoreError(.invalidShard, path: path,
                          "belongs to run \(meta[ShardMetadata.runId] ?? "(none)"), but \(ManifestFile.name) is run \(manifest.runId)")
     }
-    if meta[ShardMetadata.shard] != String(index) {
-        throw StoreError(.invalidShard, path: path, "is shard \(meta[ShardMetadata.shard] ?? "(none)") by its metadata, expected \(index)")
+    if meta[ShardMetadata.shard] != String(number) {
+        throw StoreError(.invalidShard, path: path, "is shard \(meta[ShardMetadata.shard] ?? "(none)") by its metadata, expected \(number)")
     }
     let rows = record.rows
     var expected: [(name: String, dtype: SafetensorsDType, shape: [Int])] = [(StoreLayout.imageIndexTensor, .i64, [rows])]
     for spec in manifest.tensors { expected.append((spec.name, spec.dtype.safetensors, [rows] + spec.shape)) }
+    if manifest.hasShardStatistics {
+        for spec in manifest.tensors {
+            expected.append((ShardStatistics.sumName(spec.name), .f64, spec.shape))
+            expected.append((ShardStatistics.sumOfSquaresName(spec.name), .f64, spec.shape))
+        }
+    }
     try checkTensors(file, expected: expected, manifestName: ManifestFile.name)
     return (file, rows)
 }

@@ -33,8 +33,12 @@ public final class StoreWriter {
 
     /// The header of the run.
     public var header: StoreHeader { manifest.header }
-    /// Shards written so far (the next one to write has this index).
+    /// Shards written so far.
     public var completedShards: Int { manifest.shards.count }
+    /// The shards still to write, in order (a part writes only its own slice of the run's shards).
+    public var pendingShards: Range<Int> { manifest.shardNumber(manifest.shards.count)..<manifest.ownShards.upperBound }
+    /// The part this writer writes, or nil for a whole run.
+    public var part: StorePart? { manifest.part }
     /// Whether `finish()` has been called (here or before a resume).
     public var isComplete: Bool { manifest.complete }
 
@@ -65,14 +69,17 @@ public final class StoreWriter {
     /// - Parameters:
     ///   - constants: one tensor per `header.constants` spec, with exactly its shape.
     ///   - createdBy: program and version, e.g. "refract 0.2.0" (kept from the first session on resume).
-    ///   - runId: the run's id; a new random UUID when nil (ignored on resume).
+    ///   - runId: the run's id; a new random UUID when nil (ignored on resume and for parts).
+    ///   - part: `(K, N)` to write part K of N of the run (`StorePart`): only its shards, under the
+    ///     run id all parts of `header` share.
     public static func open(at run: URL, header: StoreHeader, constants: [String: Tensor], createdBy: String,
-                            resume: Bool, runId: String? = nil) throws -> StoreWriter {
+                            resume: Bool, runId: String? = nil, part: (index: Int, count: Int)? = nil) throws -> StoreWriter {
         let run = run.standardizedFileURL
         try header.validate(path: run.path, kind: .invalidArgument)
         try checkConstantArguments(constants, specs: header.constants, path: run.path)
+        let thePart = try part.map { try StorePart(index: $0.index, count: $0.count, header: header) }
         if resume {
-            return try resumeRun(run, header: header, constants: constants)
+            return try resumeRun(run, header: header, constants: constants, part: thePart)
         }
 
         // Refuse what is plainly not a new run before touching anything; then create the directory,
@@ -87,7 +94,9 @@ public final class StoreWriter {
         }
         let lock = try RunLock.acquire(run, what: "the run")
         try checkNewRunTarget(run)
-        let manifest = StoreManifest(runId: runId ?? UUID().uuidString.lowercased(), createdBy: createdBy, header: header)
+        var manifest = StoreManifest(runId: thePart != nil ? header.partRunId : runId ?? UUID().uuidString.lowercased(),
+                                     createdBy: createdBy, header: header)
+        manifest.part = thePart
         try ManifestFile.write(manifest, run: run)
         let writer = StoreWriter(run: run, manifest: manifest, lock: lock)
         try writer.writeConstants(constants)
@@ -113,7 +122,33 @@ public final class StoreWriter {
         }
     }
 
-    private static func resumeRun(_ run: URL, header: StoreHeader, constants: [String: Tensor]) throws -> StoreWriter {
+    /// The manifest of the complete run at `run` when it is the run `header` (and `part`) describe;
+    /// nil when `run` is missing, empty, or holds an incomplete run (which a resume continues).
+    /// A complete run of other settings is refused, naming the first difference. For tasks that a
+    /// scheduler may start again (`--continue`).
+    public static func completedRun(at run: URL, header: StoreHeader, part: (index: Int, count: Int)? = nil) throws -> StoreManifest? {
+        let run = run.standardizedFileURL
+        guard pathKind(run) == .directory, pathKind(ManifestFile.url(run)) != .missing else { return nil }
+        let manifest = try ManifestFile.load(run: run)
+        guard manifest.complete else { return nil }
+        if let field = manifest.header.firstDifference(from: header) {
+            throw StoreError(.headerMismatch, path: ManifestFile.url(run).path,
+                             "holds a complete run with different settings: \(field); use another path")
+        }
+        let requested = try part.map { try StorePart(index: $0.index, count: $0.count, header: header) }
+        if manifest.part != requested {
+            throw StoreError(.headerMismatch, path: ManifestFile.url(run).path,
+                             "holds \(describePart(manifest.part)), but \(describePart(requested)) was requested; use another path")
+        }
+        return manifest
+    }
+
+    /// Whether a directory holds anything to continue: a run manifest (complete or not).
+    public static func holdsRun(_ run: URL) -> Bool {
+        pathKind(run) == .directory && pathKind(ManifestFile.url(run)) != .missing
+    }
+
+    private static func resumeRun(_ run: URL, header: StoreHeader, constants: [String: Tensor], part: StorePart?) throws -> StoreWriter {
         let manifestPath = ManifestFile.url(run).path
         if pathKind(run) == .missing {
             throw StoreError(.missingFile, path: run.path, "does not exist; there is nothing to resume (drop --resume to start a new run)")
@@ -130,6 +165,10 @@ public final class StoreWriter {
         if let field = manifest.header.firstDifference(from: header) {
             throw StoreError(.headerMismatch, path: manifestPath,
                              "cannot resume: the run was started with different settings: \(field)")
+        }
+        if manifest.part != part {
+            throw StoreError(.headerMismatch, path: manifestPath,
+                             "cannot resume: the directory holds \(describePart(manifest.part)), but \(describePart(part)) was requested")
         }
         let writer = StoreWriter(run: run, manifest: manifest, lock: lock)
         try writer.removeLeftovers()
@@ -163,7 +202,10 @@ public final class StoreWriter {
     private func removeLeftovers() throws {
         for name in try directoryEntries(run) {
             var remove = name.hasPrefix(".") && name.contains(temporaryMarker)
-            if let index = shardIndex(fromFileName: name), index >= manifest.shards.count { remove = true }
+            if let index = shardIndex(fromFileName: name),
+               !(manifest.shardNumber(0)..<manifest.shardNumber(manifest.shards.count)).contains(index) {
+                remove = true
+            }
             guard remove else { continue }
             let url = run.appendingPathComponent(name)
             do {
@@ -209,13 +251,17 @@ public final class StoreWriter {
         if manifest.complete {
             throw StoreError(.alreadyComplete, path: path, "the run is already finished; cannot write shard \(index)")
         }
-        guard index == manifest.shards.count else {
-            if index >= 0 && index < manifest.shards.count {
-                throw bad("already written (shards are written in order; the next is \(manifest.shards.count))")
+        let nextShard = pendingShards.lowerBound
+        guard index == nextShard else {
+            if let p = manifest.part, !p.shards.contains(index) {
+                throw bad("not in part \(p.label), which holds shards \(p.shards)")
             }
-            throw bad("out of order: the next shard to write is \(manifest.shards.count) of \(shardRanges.count)")
+            if index >= 0 && index < nextShard {
+                throw bad("already written (shards are written in order; the next is \(nextShard))")
+            }
+            throw bad("out of order: the next shard to write is \(nextShard) of \(shardRanges.count)")
         }
-        guard index < shardRanges.count else {
+        guard pendingShards.contains(index) else {
             throw bad("the run has only \(shardRanges.count) shards (all written; call finish)")
         }
         let range = shardRanges[index]
@@ -254,6 +300,14 @@ public final class StoreWriter {
         for spec in manifest.tensors {
             if let t = rows[spec.name] { entries.append(FileEntry(name: spec.name, shape: t.shape, source: .float(t, spec.dtype))) }
         }
+        if manifest.hasShardStatistics {
+            for spec in manifest.tensors {
+                guard let t = rows[spec.name] else { continue }
+                let (sum, sumsq) = ShardStatistics.sums(t, rows: r, dtype: spec.dtype)
+                entries.append(FileEntry(name: ShardStatistics.sumName(spec.name), shape: spec.shape, source: .float64(sum)))
+                entries.append(FileEntry(name: ShardStatistics.sumOfSquaresName(spec.name), shape: spec.shape, source: .float64(sumsq)))
+            }
+        }
         let sha = try writeSafetensorsStreaming(
             to: run.appendingPathComponent(file),
             metadata: [ShardMetadata.format: StoreManifest.formatName, ShardMetadata.runId: manifest.runId,
@@ -270,9 +324,9 @@ public final class StoreWriter {
     /// Marks the run complete. Fails when shards are missing; does nothing when already complete.
     public func finish() throws {
         if manifest.complete { return }
-        guard manifest.shards.count == shardRanges.count else {
+        guard manifest.shards.count == manifest.ownShards.count else {
             throw StoreError(.incomplete, path: run.path,
-                             "cannot finish: \(manifest.shards.count) of \(shardRanges.count) shards are written")
+                             "cannot finish: \(manifest.shards.count) of \(manifest.ownShards.count) shards are written")
         }
         var next = manifest
         next.complete = true
@@ -283,6 +337,11 @@ public final class StoreWriter {
 
 extension StoreManifest {
     func shardFileName(_ index: Int) -> String { Self.shardFileName(index) }
+}
+
+/// "part 1/4" or "a whole run", for messages.
+func describePart(_ part: StorePart?) -> String {
+    part.map { "part \($0.label) (images \($0.firstImage)..<\($0.firstImage + $0.imageCount))" } ?? "a whole run"
 }
 
 /// The shard index of a file named like `shard-00012.safetensors`, or nil.

@@ -24,7 +24,7 @@ enum HashBench {
         var chunk = [UInt8](repeating: 0, count: 16 << 20)
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         for i in 0..<chunk.count { state = state &* 6364136223846793005 &+ 1442695040888963407; chunk[i] = UInt8(truncatingIfNeeded: state >> 56) }
-        FileManager.default.createFile(atPath: file.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: file.path, contents: nil)
         let handle = try FileHandle(forWritingTo: file)
         for _ in 0..<(bytes / chunk.count) { try handle.write(contentsOf: chunk) }
         try handle.close()

@@ -146,6 +146,7 @@ struct AlignCommand: AsyncParsableCommand {
         let listURL = Output.sidecar(url, "paths.txt")
         let paths = try TextLists.readLines(listURL, what: "image path")
         let info = try EmbeddingsInfo.read(for: url)
+        try info?.requireWhole(url)
         let model: StoreModelInfo
         switch (info, clipInfo) {
         case let (info?, clip?):

@@ -44,10 +44,16 @@ struct Decompose: AsyncParsableCommand {
     @Option(name: .long, help: "Images per shard (default: as many as fit in 256 MB).") var shardSize: Int?
     @Flag(name: .long, help: "Record unreadable images in the manifest and go on, instead of stopping.") var skipUnreadable = false
     @Flag(name: .long, help: "Continue an incomplete run in --output (same model, images and options).") var resume = false
+    @Flag(name: .customLong("continue"), help: "Start the run, resume it if --output holds an incomplete one of the same settings, or exit at once if it holds the complete one (for scheduler tasks that may be restarted).")
+    var continueRun = false
+    @Option(name: .long, help: "Write only part K of N (K from 0, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT): the K-th of N contiguous slices of the run's shards; join the parts with refract merge (docs/Cluster.md).")
+    var part: String?
     @Argument(help: "Image folders, CSV/TSV image lists, or image files.") var paths: [String]
 
     func run() async throws {
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
+        if resume && continueRun { throw ValidationError("--resume and --continue exclude each other (--continue resumes when there is a run to resume)") }
+        let thePart = try part.map { try PartOption.parse($0) }
         guard let conv = DecompositionConvention(rawValue: convention) else {
             throw ValidationError("--convention must be faithful, gandelsman2024 (CLIP) or balasubramanian2024 (timm), not '\(convention)'")
         }
@@ -73,6 +79,8 @@ struct Decompose: AsyncParsableCommand {
         options.batchSize = batchSize
         options.onError = skipUnreadable ? .skip : .stop
         options.resume = resume
+        options.continueRun = continueRun
+        options.part = thePart
         if let shardSize {
             try CountBounds.check("--shard-size", shardSize, CountBounds.shardSize)
             options.shardSize = shardSize
@@ -89,8 +97,13 @@ struct Decompose: AsyncParsableCommand {
                                                if let faultAfter, shardsThisProcess >= faultAfter { kill(getpid(), SIGKILL) }
                                            })
         bar.finish()
-        var line = "wrote \(output): \(summary.rows) of \(summary.images) images in \(summary.shardsTotal) shard(s)"
-        if summary.shardsWritten < summary.shardsTotal { line += " (\(summary.shardsWritten) written now, the rest resumed)" }
+        let what = thePart.map { " (part \($0.index)/\($0.count))" } ?? ""
+        var line = "wrote \(output)\(what): \(summary.rows) of \(summary.images) images in \(summary.shardsTotal) shard(s)"
+        if summary.shardsWritten == 0 && summary.shardsTotal > 0 && continueRun {
+            line = "\(output)\(what) is already complete (\(summary.rows) of \(summary.images) images in \(summary.shardsTotal) shard(s)); nothing to do"
+        } else if summary.shardsWritten < summary.shardsTotal {
+            line += " (\(summary.shardsWritten) written now, the rest resumed)"
+        }
         if !summary.skipped.isEmpty { line += "; \(summary.skipped.count) unreadable image(s) skipped, listed in manifest.json" }
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }

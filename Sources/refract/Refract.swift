@@ -18,7 +18,7 @@ struct Refract: AsyncParsableCommand {
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations explained with text (CLIP runs directly, timm runs through CompAlign).",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
                       Ablate.self, TextSpanCommand.self, HeadsCommand.self, HeatmapCommand.self, SegmentCommand.self,
-                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ProbeCommand.self, ScoreCommand.self, Env.self])
+                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ProbeCommand.self, ScoreCommand.self, MergeCommand.self, Env.self])
 }
 
 // MARK: Shared options
@@ -106,14 +106,19 @@ struct EmbedImages: AsyncParsableCommand {
     @OptionGroup var normalizeFlag: NormalizeFlag
     @Option(name: .long, help: "Output .npy file.") var output: String
     @Option(name: .long, help: "Images per forward pass.") var batchSize = 8
+    @Option(name: .long, help: "Embed only part K of N (K from 0): images ⌊K·n/N⌋..<⌊(K+1)·n/N⌋ of the list; join the parts with refract merge (docs/Cluster.md).")
+    var part: String?
     @Argument(help: "Image folders, CSV/TSV image lists, or image files.") var paths: [String]
 
     func run() async throws {
         try CountBounds.check("--batch-size", batchSize, CountBounds.batchSize)
+        let thePart = try part.map { try PartOption.parse($0) }
         // The same inputs and order as `refract decompose` (folders, CSV/TSV image lists, files), so an
         // embeddings file and a run of the same PATHs list the same images (`refract align` joins them).
-        let files = try ImageDataset.load(paths).images.map { URL(fileURLWithPath: $0.path) }
+        var files = try ImageDataset.load(paths).images.map { URL(fileURLWithPath: $0.path) }
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
+        let slice = try thePart.map { try EmbeddingsPart(index: $0.index, count: $0.count, paths: files.map(\.path)) }
+        if let slice { files = Array(files[slice.images]) }
         let model = try await modelOptions.loadVisionModel()
         let bar = ProgressBar(label: "images")
         let embeddings = try model.encodeImageFiles(files, batchSize: batchSize) { done in
@@ -128,8 +133,10 @@ struct EmbedImages: AsyncParsableCommand {
         try Output.writeLines(files.map(\.path), to: list, what: "the image list")
         let normalized = normalizeFlag.normalize ?? (model is CLIP)
         do {
-            try EmbeddingsInfo(model: try StoreModelInfo(model), rows: embeddings.shape[0], width: embeddings.shape[1],
-                               normalized: normalized).write(for: outURL)
+            var info = EmbeddingsInfo(model: try StoreModelInfo(model), rows: embeddings.shape[0], width: embeddings.shape[1],
+                                      normalized: normalized)
+            info.part = slice
+            try info.write(for: outURL)
             try normalizeFlag.write(embeddings, to: output, normalizeByDefault: model is CLIP)
         } catch {
             try? FileManager.default.removeItem(at: list)

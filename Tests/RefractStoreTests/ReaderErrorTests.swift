@@ -60,9 +60,9 @@ final class ReaderErrorTests: XCTestCase {
 
     func testNewerFormatVersionIsRefusedClearly() throws {
         let run = try makeRun()
-        try editManifest(run) { $0["formatVersion"] = 2 }
+        try editManifest(run) { $0["formatVersion"] = 3 }
         assertStoreError(try StoreReader(run: run), kind: .unsupportedVersion,
-                         contains: ["manifest.json", "format version 2", "newer refract"])
+                         contains: ["manifest.json", "format version 3", "newer refract"])
     }
 
     func testManifestWithMissingOrWrongFields() throws {
@@ -140,6 +140,11 @@ final class ReaderErrorTests: XCTestCase {
         try w.add("image_index", int64: [0, 1, 3, 2], shape: [4])
         try w.add("attn", Tensor(zeros: [4, 2, 3]))
         try w.add("mlp", Tensor(zeros: [4, 4]))
+        for (name, shape) in [("attn", [2, 3]), ("mlp", [4])] {      // the shard's statistics (format version 2)
+            for key in ["sum:", "sumsq:"] {
+                try w.addRaw(key + name, dtype: .f64, shape: shape, bytes: [UInt8](repeating: 0, count: 8 * shape.reduce(1, *)))
+            }
+        }
         try w.write(to: shard)
         assertStoreError(try StoreReader(run: run), kind: .invalidShard, contains: [shard.path, "image_index", "row 2"])
     }

@@ -72,9 +72,10 @@ final class RoundTripTests: XCTestCase {
             let file = try SafetensorsFile(url: url)
             XCTAssertEqual(file.metadata, ["format": "refract-contributions", "run_id": "run-1234", "shard": String(i)])
             let rows = record.rows
-            XCTAssertEqual(Set(file.keys), ["image_index", "attn", "mlp"])
-            if rows > 0 {  // data order: I64 first, then by name (empty tensors have no position)
-                XCTAssertEqual(file.keys, ["image_index", "attn", "mlp"])
+            // The tensors, their row index and (format version 2) each tensor's sum and sum of squares.
+            XCTAssertEqual(Set(file.keys), ["image_index", "attn", "mlp", "sum:attn", "sum:mlp", "sumsq:attn", "sumsq:mlp"])
+            if rows > 0 {  // data order: 8-byte types (I64, F64) first, then by name (empty tensors have no position)
+                XCTAssertEqual(file.keys, ["image_index", "sum:attn", "sum:mlp", "sumsq:attn", "sumsq:mlp", "attn", "mlp"])
                 XCTAssertEqual(file.tensors["image_index"]?.dataOffsets.lowerBound, 0)
             }
             XCTAssertEqual(file.tensors["image_index"]?.dtype, .i64)
@@ -84,6 +85,16 @@ final class RoundTripTests: XCTestCase {
             let expectedIndices = writer.shardRanges[i].filter { !fx.skipped.contains($0) }
             XCTAssertEqual(try file.int64Values("image_index"), expectedIndices.map { Int64($0) })
             XCTAssertEqual(try file.floatTensor("mlp"), fx.expected("mlp", expectedIndices))
+            // The statistics are of the stored (float16-rounded) values, in float64.
+            let stored = try file.floatTensor("attn")
+            for (key, square) in [("sum:attn", false), ("sumsq:attn", true)] {
+                XCTAssertEqual(file.tensors[key]?.dtype, .f64)
+                XCTAssertEqual(file.tensors[key]?.shape, [2, 3])
+                let values = try file.withRawBytes(key) { raw in (0..<6).map { raw.loadUnaligned(fromByteOffset: 8 * $0, as: Double.self) } }
+                let expected = (0..<6).map { j in (0..<rows).reduce(0.0) { acc, r in
+                    let v = Double(stored.data[r * 6 + j]); return acc + (square ? v * v : v) } }
+                XCTAssertEqual(values, expected, key)
+            }
             XCTAssertEqual(try SHA256.hexDigest(ofFileAt: url), record.sha256)
         }
         XCTAssertEqual(writer.manifest.shards.map(\.rows), [4, 0, 2])
@@ -111,10 +122,12 @@ final class RoundTripTests: XCTestCase {
         XCTAssertTrue(text.contains("\"path\" : \"images/img-0.jpg\""), text)
         XCTAssertTrue(text.contains("0.48145466"), text)
         XCTAssertTrue(text.contains("\"complete\" : false"), text)
-        XCTAssertTrue(text.contains("\"formatVersion\" : 1"), text)
+        XCTAssertTrue(text.contains("\"formatVersion\" : 2"), text)
+        XCTAssertTrue(text.contains("\"part\" : null"), text)
+        XCTAssertTrue(text.contains("\"mergedFrom\" : null"), text)
         let keyOrder = ["\"classNames\"", "\"complete\"", "\"constants\"", "\"convention\"", "\"createdBy\"", "\"dimensions\"",
-                        "\"format\"", "\"formatVersion\"", "\"images\"", "\"model\"", "\"options\"", "\"preprocessing\"",
-                        "\"runId\"", "\"shardSize\"", "\"shards\"", "\"skipped\"", "\"tensors\""]
+                        "\"format\"", "\"formatVersion\"", "\"images\"", "\"mergedFrom\"", "\"model\"", "\"options\"", "\"part\"",
+                        "\"preprocessing\"", "\"runId\"", "\"shardSize\"", "\"shards\"", "\"skipped\"", "\"tensors\""]
         let positions = keyOrder.map { key in text.range(of: "\n  \(key)")?.lowerBound }
         XCTAssertFalse(positions.contains(nil), "top-level keys missing")
         XCTAssertEqual(positions.compactMap { $0 }, positions.compactMap { $0 }.sorted())
