@@ -61,15 +61,21 @@ public enum LayerAblation {
             }
         }
         let c = components.count
-        // Means of every component over the reference run.
-        var means = [Double](repeating: 0, count: c * d)
-        try reference.forEachShard(["components"]) { rows, t in
-            try StoredValues.requireFinite(reference, rows: rows, tensors: t, purpose: "ablate (means)")
-            let v = t["components"]!.data
-            for r in 0..<rows.count { for i in 0..<(c * d) { means[i] += Double(v[r * c * d + i]) } }
+        // Means of every component over the reference run: from its shards' statistics when it has
+        // them (no pass over the data), else one pass.
+        var means: [Double]
+        if let stats = try StoredValues.finiteStatistics(reference, ["components"]) {
+            means = stats.mean("components")
+        } else {
+            means = [Double](repeating: 0, count: c * d)
+            try reference.forEachShard(["components"]) { rows, t in
+                try StoredValues.requireFinite(reference, rows: rows, tensors: t, purpose: "ablate (means)")
+                let v = t["components"]!.data
+                for r in 0..<rows.count { for i in 0..<(c * d) { means[i] += Double(v[r * c * d + i]) } }
+            }
+            let n = Double(max(reference.rowCount, 1))
+            means = means.map { $0 / n }
         }
-        let n = Double(max(reference.rowCount, 1))
-        means = means.map { $0 / n }
         var top1 = [Int](repeating: 0, count: ids.count), top5 = top1
         var row = 0
         try reader.forEachShard(["representation", "components"]) { rows, t in

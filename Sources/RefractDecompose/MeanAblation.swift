@@ -97,6 +97,20 @@ public enum MeanAblation {
     /// Mean over the rows of `reader` of the components the studies replace.
     static func means(_ reader: StoreReader) throws -> Means {
         let l = try dim(reader, "layers"), h = try dim(reader, "heads"), d = try dim(reader, "embedDim")
+        if let stats = try StoredValues.finiteStatistics(reader, required) {
+            // From the shards' statistics: no pass over the data.
+            let pr = stats.mean("pre"), ml = stats.mean("mlp"), at = stats.mean("attn"), ac = stats.mean("attn_cls")
+            var mlp = [Double](repeating: 0, count: d), cls = mlp
+            var attn = [[Double]](repeating: mlp, count: l)
+            for layer in 0..<l {
+                for j in 0..<d { mlp[j] += ml[layer * d + j] }
+                for head in 0..<h {
+                    let o = (layer * h + head) * d
+                    for j in 0..<d { attn[layer][j] += at[o + j]; cls[j] += ac[o + j] }
+                }
+            }
+            return Means(pre: pr, mlpSum: mlp, clsSum: cls, attnLayer: attn)
+        }
         var pre = [Double](repeating: 0, count: d), mlp = pre, cls = pre
         var attn = [[Double]](repeating: pre, count: l)
         try reader.forEachShard(required) { rows, t in

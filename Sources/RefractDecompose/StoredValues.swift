@@ -10,6 +10,19 @@ import RefractStore
 import RefractTensor
 
 public enum StoredValues {
+    /// The run's statistics of `names` (sums over its shards, `RunStatistics`) when its shards carry
+    /// them and they are finite; nil otherwise, so that the caller's pass over the data finds and
+    /// names the first non-finite value (or computes what a run without statistics lacks).
+    public static func finiteStatistics(_ reader: StoreReader, _ names: [String]) throws -> RunStatistics? {
+        guard let stats = try reader.statistics(names) else { return nil }
+        for name in names {
+            guard stats.sums[name]?.allSatisfy(\.isFinite) == true, stats.sumsOfSquares[name]?.allSatisfy(\.isFinite) == true else {
+                return nil
+            }
+        }
+        return stats
+    }
+
     /// Refuses the first NaN or ±infinity in `tensors` (each `[rows.count] + shape`, as
     /// `StoreReader.forEachShard` hands them out), naming the run's shard file, the tensor, the
     /// row's image and the position; `purpose` (e.g. "ablate") says who refuses.

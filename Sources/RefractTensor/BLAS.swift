@@ -90,8 +90,18 @@ public enum BLAS {
     @discardableResult
     public static func load() throws -> BLASInfo {
         _ = try loaded.get()
+        allocationApplied
         return info
     }
+
+    /// Once, at load: BLAS threads capped at the process's CPU allocation (`CPUAllocation`) unless
+    /// the user chose them with OPENBLAS_NUM_THREADS or OMP_NUM_THREADS.
+    private static let allocationApplied: Void = {
+        let env = ProcessInfo.processInfo.environment
+        guard env["OPENBLAS_NUM_THREADS"] == nil, env["OMP_NUM_THREADS"] == nil else { return }
+        let allowed = CPUAllocation.current.cpus
+        if allowed < threads { setThreads(allowed) }
+    }()
 
     static var backend: Backend {
         switch loaded {
@@ -229,6 +239,7 @@ extension BLASInfo {
             ("CPU", "\(cpu.modelName) (\(id))"),
             ("CPU flags (rule)", (present.isEmpty ? "none" : present.joined(separator: " "))
                 + (absent.isEmpty ? "" : "; absent: \(absent.joined(separator: " "))")),
+            ("CPU allocation", "\(CPUAllocation.current.cpus) (\(CPUAllocation.current.source))"),
             ("BLAS library", library),
             ("BLAS core", "\(coreName) (\(who): \(coreChoice.reason))"),
             ("BLAS threads", "\(threads)"),

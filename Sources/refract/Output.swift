@@ -21,7 +21,7 @@ enum Output {
     struct EnvReport: Codable {
         var blasLibrary: String, blasCore: String, blasThreads: Int, blasConfig: String
         var cpu: CPUFeatures, blasCoreChoice: BLASCoreChoice
-        var cpuCores: Int, codecs: String, huggingFaceCache: String, offline: Bool
+        var cpuCores: Int, cpuAllocation: CPUAllocation, codecs: String, huggingFaceCache: String, offline: Bool
     }
 
     static func json<T: Encodable>(_ value: T) throws -> String {

@@ -30,7 +30,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Prefer this layout when a directory holds several: transformers, openCLIP or timm.")
     var layout: String?
 
-    @Option(name: .long, help: "BLAS threads (default: OpenBLAS's own choice, all cores).")
+    @Option(name: .long, help: "BLAS threads (default: the CPUs the process is given: SLURM_CPUS_PER_TASK, a container's CPU limit, the affinity mask, else all cores; OPENBLAS_NUM_THREADS is respected).")
     var threads: Int?
 
     func validate() throws { try CountBounds.check("--threads", threads, CountBounds.threads) }
@@ -293,7 +293,7 @@ struct Env: AsyncParsableCommand {
         let report = Output.EnvReport(
             blasLibrary: info.library, blasCore: info.coreName, blasThreads: info.threads, blasConfig: info.config,
             cpu: info.cpu, blasCoreChoice: info.coreChoice,
-            cpuCores: ProcessInfo.processInfo.activeProcessorCount, codecs: ImageDecoder.codecVersions,
+            cpuCores: ProcessInfo.processInfo.activeProcessorCount, cpuAllocation: CPUAllocation.current, codecs: ImageDecoder.codecVersions,
             huggingFaceCache: cache, offline: env["HF_HUB_OFFLINE"].map { $0 == "1" || $0.lowercased() == "true" } ?? false)
         if json {
             print(try Output.json(report))
