@@ -64,28 +64,34 @@ public struct EmbeddingsInfo: Codable, Equatable, Sendable {
     }
 }
 
-/// Part K of N of an image list's embeddings: the K-th of N contiguous slices of the list,
-/// images ⌊K·n/N⌋ ..< ⌊(K+1)·n/N⌋.
+/// Part K of N of an image list's embeddings: the K-th of N contiguous slices of the list, cut at
+/// batch boundaries (batches `⌊K·B/N⌋ ..< ⌊(K+1)·B/N⌋` of the list's B batches), so that every image
+/// is embedded in the same batch as by one process over the whole list and the merged array is
+/// bit for bit that process's array.
 public struct EmbeddingsPart: Codable, Equatable, Sendable {
     public var index: Int
     public var count: Int
     public var firstImage: Int
     public var imageCount: Int
+    /// Images per forward pass: the slices' unit.
+    public var batchSize: Int
     /// Images in the whole list, and the SHA-256 of the list (absolute paths, one per line).
     public var listCount: Int
     public var listSHA256: String
 
-    /// Part `index` of `count` of `paths`; fails on an index outside 0..<count.
-    public init(index: Int, count: Int, paths: [String]) throws {
-        guard count >= 1, count <= 1_000_000, (0..<count).contains(index) else {
+    /// Part `index` of `count` of `paths` embedded `batchSize` at a time; fails on an index
+    /// outside 0..<count.
+    public init(index: Int, count: Int, paths: [String], batchSize: Int) throws {
+        guard count >= 1, count <= 1_000_000, (0..<count).contains(index), batchSize >= 1 else {
             throw StoreError(.invalidArgument, path: "--part", "\(index)/\(count): K must be 0...\(max(count - 1, 0)) and N 1...1000000 "
                 + "(parts are numbered from 0, as Slurm array and Kubernetes Indexed Job indices)")
         }
-        let n = paths.count
+        let n = paths.count, batches = (n + batchSize - 1) / batchSize
         self.index = index
         self.count = count
-        firstImage = index * n / count
-        imageCount = (index + 1) * n / count - firstImage
+        firstImage = min(n, index * batches / count * batchSize)
+        imageCount = min(n, (index + 1) * batches / count * batchSize) - firstImage
+        self.batchSize = batchSize
         listCount = n
         listSHA256 = Self.listSHA256(paths)
     }
@@ -125,9 +131,10 @@ public enum EmbeddingsMerge {
                 throw StoreError(.mergeRefused, path: l.url.path, "part \(l.part.index)/\(l.part.count) is a part of another image list "
                     + "than \(first.url.path) (\(l.part.listCount) and \(first.part.listCount) images, list hashes differ)")
             }
-            if l.info.normalized != first.info.normalized || l.info.width != first.info.width {
+            if l.info.normalized != first.info.normalized || l.info.width != first.info.width || l.part.batchSize != first.part.batchSize {
                 throw StoreError(.mergeRefused, path: l.url.path, "part \(l.part.index)/\(l.part.count) has other settings than \(first.url.path) "
-                    + "(normalised \(l.info.normalized) and \(first.info.normalized), width \(l.info.width) and \(first.info.width))")
+                    + "(normalised \(l.info.normalized) and \(first.info.normalized), width \(l.info.width) and \(first.info.width), "
+                    + "batch size \(l.part.batchSize) and \(first.part.batchSize))")
             }
         }
         let sorted = loaded.sorted { ($0.part.firstImage, $0.part.imageCount) < ($1.part.firstImage, $1.part.imageCount) }

@@ -106,7 +106,7 @@ struct EmbedImages: AsyncParsableCommand {
     @OptionGroup var normalizeFlag: NormalizeFlag
     @Option(name: .long, help: "Output .npy file.") var output: String
     @Option(name: .long, help: "Images per forward pass.") var batchSize = 8
-    @Option(name: .long, help: "Embed only part K of N (K from 0): images ⌊K·n/N⌋..<⌊(K+1)·n/N⌋ of the list; join the parts with refract merge (docs/Cluster.md).")
+    @Option(name: .long, help: "Embed only part K of N (K from 0): the K-th of N contiguous slices of the list, cut at batch boundaries; join the parts with refract merge (docs/Cluster.md).")
     var part: String?
     @Argument(help: "Image folders, CSV/TSV image lists, or image files.") var paths: [String]
 
@@ -117,7 +117,7 @@ struct EmbedImages: AsyncParsableCommand {
         // embeddings file and a run of the same PATHs list the same images (`refract align` joins them).
         var files = try ImageDataset.load(paths).images.map { URL(fileURLWithPath: $0.path) }
         guard !files.isEmpty else { throw ValidationError("no images found in \(paths.joined(separator: " "))") }
-        let slice = try thePart.map { try EmbeddingsPart(index: $0.index, count: $0.count, paths: files.map(\.path)) }
+        let slice = try thePart.map { try EmbeddingsPart(index: $0.index, count: $0.count, paths: files.map(\.path), batchSize: batchSize) }
         if let slice { files = Array(files[slice.images]) }
         let model = try await modelOptions.loadVisionModel()
         let bar = ProgressBar(label: "images")
