@@ -40,7 +40,10 @@ public enum StoreMerge {
     /// Merges the part directories `parts` (any order) into the run `output`. With `copy`, shard
     /// files are copied (for an output on another file system); otherwise hard-linked, and a part
     /// on another file system is refused with a hint to copy.
-    public static func merge(parts: [URL], into output: URL, copy: Bool = false, createdBy: String) throws -> StoreMergeSummary {
+    /// `placed(k)` is called after the k-th file is linked or copied into `output` (tests kill the
+    /// process there).
+    public static func merge(parts: [URL], into output: URL, copy: Bool = false, createdBy: String,
+                             placed: ((Int) -> Void)? = nil) throws -> StoreMergeSummary {
         let output = output.standardizedFileURL
         guard !parts.isEmpty else { throw StoreError(.invalidArgument, path: output.path, "no parts to merge") }
         var loaded: [(url: URL, manifest: StoreManifest)] = []
@@ -182,9 +185,12 @@ public enum StoreMerge {
         try writeAtomically(Data("refract merge in progress; run the same merge again to finish it\n".utf8),
                             to: output.appendingPathComponent(marker))
 
+        var count = 0
         for (url, m) in sorted {
             for s in m.shards {
                 try place(url.appendingPathComponent(s.file), at: output.appendingPathComponent(s.file), copy: copy)
+                count += 1
+                placed?(count)
             }
         }
         if first.manifest.constantsSHA256 != nil || !header.constants.isEmpty {

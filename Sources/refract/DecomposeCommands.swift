@@ -104,6 +104,10 @@ struct Decompose: AsyncParsableCommand {
         } else if summary.shardsWritten < summary.shardsTotal {
             line += " (\(summary.shardsWritten) written now, the rest resumed)"
         }
+        if let p = thePart, summary.shardsTotal == 0 {
+            line += "; this part is empty: the run has fewer shards than \(p.count) parts (give --shard-size at most images/N "
+                + "to spread it over every part)"
+        }
         if !summary.skipped.isEmpty { line += "; \(summary.skipped.count) unreadable image(s) skipped, listed in manifest.json" }
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }

@@ -4,6 +4,9 @@
 import ArgumentParser
 import Foundation
 import RefractStore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `--part K/N`: K from 0 to N−1.
 enum PartOption {
@@ -52,7 +55,10 @@ struct MergeCommand: AsyncParsableCommand {
         if let npy = parts.first(where: { $0.hasSuffix(".npy") }) {
             throw ValidationError("\(npy) is an embeddings file, but other parts are run directories; merge one kind at a time")
         }
-        let s = try StoreMerge.merge(parts: urls, into: URL(fileURLWithPath: output), copy: copy, createdBy: "refract merge")
+        // For tests of a killed merge: SIGKILL ourselves after this many shards are linked or copied.
+        let faultAfter = ProcessInfo.processInfo.environment["REFRACT_FAULT_AFTER_SHARDS"].flatMap(Int.init)
+        let s = try StoreMerge.merge(parts: urls, into: URL(fileURLWithPath: output), copy: copy, createdBy: "refract merge",
+                                     placed: { if let faultAfter, $0 >= faultAfter { kill(getpid(), SIGKILL) } })
         let line = s.alreadyMerged
             ? "\(output) already holds this merge (\(s.parts) parts, \(s.rows) rows in \(s.shards) shards); nothing to do"
             : "merged \(s.parts) part(s) into \(output): \(s.rows) rows in \(s.shards) shard(s)"

@@ -146,10 +146,25 @@ extension CLITests {
                                     "--output", m, data.path]).status, 0)
         try refused([m, p1], [m, "another model", "model.id"])
         try refused([whole, p1], [whole, "whole run, not a part"])
-        // What fits merges into the single-process run.
+        // A merge killed after linking two shards leaves no run; merging again finishes it.
+        r = try refract(["merge", "--output", merged, p1, p0], environment: ["REFRACT_FAULT_AFTER_SHARDS": "2"])
+        XCTAssertEqual(lastTerminationReason, .uncaughtSignal, r.stderr)
+        r = try refract(["export", "--run", merged, "--output", path(scratch, "e-killed")])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("manifest.json"), r.stderr)
         r = try refract(["merge", "--output", merged, p1, p0])
         XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("merged 2 part(s)"), r.stderr)
         try assertSameExports(whole, merged)
+        // --copy: the same run, independent files.
+        r = try refract(["merge", "--copy", "--output", path(scratch, "copied"), p0, p1])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("(copied)"), r.stderr)
+        try assertSameExports(whole, path(scratch, "copied"))
+        // An empty part (more parts than shards) is written, said so, and merges.
+        r = try refract(common + ["--shard-size", "4", "--part", "0/3", "--output", path(scratch, "empty")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("this part is empty"), r.stderr)
     }
 
     func testEmbeddingPartsAndAlignmentOverAMergedRun() throws {
