@@ -18,7 +18,8 @@
 // images, default 50000, about 5.1 GB, against a PyTorch implementation of the official loop, and the
 // peak memory of `refract align`; only with --only align; AlignBench.swift), score (`ComponentScoring.score`
 // over synthetic 50,000-image runs, CLIP layout and timm through an alignment; only with --only score;
-// ScoreBench.swift). Default: every section
+// ScoreBench.swift), merge (`StoreMerge.merge` of 4 parts of a synthetic ViT-B/16-shaped run, hard links
+// and --copy, against `cp -r`; only with --only merge; MergeBench.swift). Default: every section
 // but memory, textspan, textspan-run and align.
 // `--only decompose` takes a few minutes.
 // The issue's memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
@@ -35,7 +36,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
-    case segment, retrieve, hash, timm, align, score
+    case segment, retrieve, hash, timm, align, score, merge
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -56,6 +57,7 @@ struct Arguments {
           --align-images N   images of the align section's synthetic run (default 50000, ~5.1 GB on disk)
           --score-images N   images of the score section's synthetic runs (default 50000, ~10 GB each, one at a time)
           --align-steps S    timed training steps of the align section, after 3 warm-up steps (default 30)
+          --merge-images N   images of the merge section's synthetic run (default 8000, ~1.2 GB in 4 parts)
         """
 
     var quick = false
@@ -71,6 +73,7 @@ struct Arguments {
     var textspanImages = TextSpanRunBench.defaultImages
     var alignImages = AlignBench.defaultImages
     var scoreImages = ScoreBench.defaultImages
+    var mergeImages = 8000
     var alignSteps = AlignBench.defaultSteps
     /// Image-tower cases to run ("b16-1", "b16-8", "l14-1", "l14-8"); nil: all.
     var imageCases: Set<String>?
@@ -105,6 +108,7 @@ struct Arguments {
             case "--textspan-images": textspanImages = try int(a)
             case "--align-images": alignImages = try int(a)
             case "--score-images": scoreImages = try int(a)
+            case "--merge-images": mergeImages = try int(a)
             case "--align-steps": alignSteps = try int(a)
             case "--image-cases":
                 guard let list = it.next() else { throw BenchError("--image-cases needs a list such as b16-1,l14-8") }
@@ -182,6 +186,7 @@ struct Results: Codable {
     var timm: TimmBenchResults?
     var align: AlignBenchResults?
     var score: ScoreBenchResults?
+    var merge: MergeBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -401,6 +406,10 @@ func main() throws {
 
     if run.contains(.score) {
         r.score = try ScoreBench.run(images: args.scoreImages)
+    }
+
+    if run.contains(.merge) {
+        r.merge = try MergeBench.run(images: args.mergeImages)
     }
 
     if run.contains(.align) {

@@ -116,6 +116,11 @@ extension CLITests {
         try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix("shard-") && $0.hasSuffix(".safetensors") }.sorted()
     }
 
+    /// The lines of a shell script that a shell runs (comment lines left out), joined.
+    private func code(_ script: String) -> String {
+        script.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("#") }.joined(separator: "\n")
+    }
+
     /// Hard links of a file (1: not linked anywhere else).
     private func clusterLinkCount(_ file: String) -> Int {
         var st = stat()
@@ -151,21 +156,23 @@ extension CLITests {
 
     /// What the scripts say they do: the array's task id and count, --part, --continue; submit.sh
     /// passes N to the array and makes the merge wait for it.
-    func testSlurmScriptsReadTheArrayAndChainTheMerge() throws {
+    func testClusterRecipeSlurmScriptsReadTheArrayAndChainTheMerge() throws {
         let decompose = try String(contentsOfFile: slurmDecompose, encoding: .utf8)
-        for fragment in ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "--part", "--continue", "#SBATCH --array=0-",
-                         "#SBATCH --cpus-per-task=", "#SBATCH --mem=", "#SBATCH --time=", "#SBATCH --requeue", "set -euo pipefail",
+        for fragment in ["#SBATCH --array=0-", "#SBATCH --cpus-per-task=", "#SBATCH --mem=", "#SBATCH --time=", "#SBATCH --requeue"] {
+            XCTAssertTrue(decompose.contains("\n" + fragment), "decompose.sbatch lacks \(fragment)")
+        }
+        for fragment in ["set -euo pipefail", "SLURM_ARRAY_TASK_COUNT", " decompose ", "--part \"$SLURM_ARRAY_TASK_ID/", "--continue",
                          "--output \"$PARTS/part-$SLURM_ARRAY_TASK_ID\""] {
-            XCTAssertTrue(decompose.contains(fragment), "decompose.sbatch lacks \(fragment)")
+            XCTAssertTrue(code(decompose).contains(fragment), "decompose.sbatch runs no \(fragment)")
         }
         let merge = try String(contentsOfFile: slurmMerge, encoding: .utf8)
-        for fragment in ["merge --output \"$RUN\"", "part-*", "set -euo pipefail"] {
-            XCTAssertTrue(merge.contains(fragment), "merge.sbatch lacks \(fragment)")
+        for fragment in ["set -euo pipefail", " merge --output \"$RUN\"", "\"$PARTS\"/part-*"] {
+            XCTAssertTrue(code(merge).contains(fragment), "merge.sbatch runs no \(fragment)")
         }
         let submitPath = Self.clusterExamples.appendingPathComponent("slurm/submit.sh").path
         let submit = try String(contentsOfFile: submitPath, encoding: .utf8)
-        for fragment in ["sbatch --parsable", "--array=0-$((N-1))", "--dependency=afterok:", "PARTS_TOTAL"] {
-            XCTAssertTrue(submit.contains(fragment), "submit.sh lacks \(fragment)")
+        for fragment in ["sbatch --parsable --array=0-$((N-1))", "--dependency=afterok:", "PARTS_TOTAL=\"$N\""] {
+            XCTAssertTrue(code(submit).contains(fragment), "submit.sh runs no \(fragment)")
         }
         // No path of a particular machine in the recipes.
         for (name, text) in [("decompose.sbatch", decompose), ("merge.sbatch", merge), ("submit.sh", submit)] {
@@ -215,7 +222,7 @@ extension CLITests {
     /// The Slurm recipe end to end: 3 array tasks side by side, then the merge job; the merged run
     /// is the single run's, byte for byte, its shards hard-linked from the parts; merging again
     /// does nothing and succeeds.
-    func testSlurmArrayDryRunMergesToTheSingleRun() throws {
+    func testClusterRecipeSlurmArrayMergesToTheSingleRun() throws {
         let data = try classFolders()
         let parts = path(scratch, "parts"), run = path(scratch, "merged")
         let n = 3
@@ -245,7 +252,7 @@ extension CLITests {
         // The same merge again: nothing to do, success.
         r = try runSlurmMerge(variables: variables)
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
-        XCTAssertTrue((r.stdout + r.stderr).lowercased().contains("already merged"), r.stdout + r.stderr)
+        XCTAssertTrue(r.stderr.contains("already"), "the second merge says it has nothing to do: " + r.stderr)
 
         // merge.sbatch with PARTS_TOTAL counts the part directories before merging.
         r = try runSlurmMerge(variables: variables.merging(["PARTS_TOTAL": "4", "RUN": path(scratch, "merged-4")]) { $1 })
@@ -255,7 +262,7 @@ extension CLITests {
     }
 
     /// N larger than the number of shards S: some parts are empty, and the merge is still the run.
-    func testSlurmArrayWithMorePartsThanShards() throws {
+    func testClusterRecipeSlurmArrayWithMorePartsThanShards() throws {
         let data = try classFolders()
         let parts = path(scratch, "parts"), run = path(scratch, "merged")
         let n = 4
@@ -272,7 +279,7 @@ extension CLITests {
 
     /// A task killed midway and started again (a requeue or a resubmission) continues its part; a
     /// task of a complete part exits 0 at once, changing nothing; the parts still merge to the run.
-    func testRestartedSlurmTaskContinuesThenExitsAtOnce() throws {
+    func testClusterRecipeRestartedSlurmTaskContinuesThenExitsAtOnce() throws {
         let data = try classFolders()
         let parts = path(scratch, "parts"), run = path(scratch, "merged")
         let n = 2
@@ -360,7 +367,7 @@ extension CLITests {
     /// The Kubernetes recipe end to end: the Indexed Job's container command run once per index
     /// (JOB_COMPLETION_INDEX), side by side, with the YAML's env and the paths overridden; then the
     /// merge Job's command; the merged run is the single run's, byte for byte.
-    func testKubernetesIndexedJobDryRunMergesToTheSingleRun() throws {
+    func testClusterRecipeKubernetesIndexedJobMergesToTheSingleRun() throws {
         let kube = Self.clusterExamples.appendingPathComponent("kubernetes")
         let text = try String(contentsOf: kube.appendingPathComponent("decompose-job.yaml"), encoding: .utf8)
         let docs = yamlDocuments(text)
@@ -378,13 +385,14 @@ extension CLITests {
         XCTAssertEqual(env["PARTS_TOTAL"], "\(completions)", "PARTS_TOTAL must equal completions")
         for name in ["MODEL", "DATA", "PARTS"] { XCTAssertNotNil(env[name], "the Job's env lacks \(name)") }
         let command = try XCTUnwrap(yamlShellCommand(job), "no `args: - |` block in the Job")
-        for fragment in ["$JOB_COMPLETION_INDEX", "$PARTS_TOTAL", "--part", "--continue", "$MODEL", "$DATA", "$PARTS"] {
-            XCTAssertTrue(command.contains(fragment), "the Job's command lacks \(fragment):\n\(command)")
+        for fragment in [" decompose ", "--part \"$JOB_COMPLETION_INDEX/$PARTS_TOTAL\"", "--continue", "--output \"$PARTS/part-$JOB_COMPLETION_INDEX\"",
+                         "\"$MODEL\"", "$DATA"] {
+            XCTAssertTrue(code(command).contains(fragment), "the Job's command runs no \(fragment):\n\(command)")
         }
         let mergeText = try String(contentsOf: kube.appendingPathComponent("merge-job.yaml"), encoding: .utf8)
         let mergeJob = try XCTUnwrap(yamlDocuments(mergeText).first { $0.contains("kind: Job") }, "no merge Job")
         let mergeCommand = try XCTUnwrap(yamlShellCommand(mergeJob), "no `args: - |` block in the merge Job")
-        XCTAssertTrue(mergeCommand.contains(" merge --output"), mergeCommand)
+        XCTAssertTrue(code(mergeCommand).contains(" merge --output \"$RUN\" \"$PARTS\"/part-*"), mergeCommand)
         let mergeEnv = yamlEnv(mergeJob)
         XCTAssertEqual(mergeEnv["PARTS"], env["PARTS"], "the merge Job reads the parts the Indexed Job writes")
         XCTAssertNotNil(mergeEnv["RUN"])
