@@ -51,7 +51,7 @@ let package = Package(
         // CompAlign: linear maps of every component into CLIP space (Balasubramanian et al.).
         .target(name: "RefractAlign", dependencies: ["RefractTensor", "RefractCheckpoint", "RefractStore", "RefractDecompose", "RefractPlot"]),
         // Run stores: manifest + safetensors shards of per-image tensors, resumable writing, reading, export.
-        .target(name: "RefractStore", dependencies: ["RefractTensor", "RefractCheckpoint"]),
+        .target(name: "RefractStore", dependencies: ["RefractTensor", "RefractCheckpoint", "CRefractKernels"]),
         // PNG charts (line plots) drawn in memory and written with libpng; the pieces every HTML page shares.
         .target(name: "RefractPlot", dependencies: ["RefractImage"]),
         // Exact direct-effect decomposition (generic pass + model definitions), dataset runs, mean ablation.

@@ -1,3 +1,4 @@
+import CRefractKernels
 import Foundation
 import RefractCheckpoint
 import RefractTensor
@@ -54,6 +55,35 @@ final class AtomicFile {
             done += n
         }
         bytesWritten += bytes.count
+    }
+
+    /// Appends the whole file `source` (open for reading at offset 0). Linux: in the kernel with
+    /// copy_file_range(2) (no copy through user space: ~10x faster on ext4), falling back to
+    /// read/write where the file system refuses it; elsewhere read/write. Not for hashing files.
+    func append(contentsOf source: Int32, path: String) throws {
+        precondition(hasher == nil, "append(contentsOf:) does not hash")
+        var copied = 0
+        while true {
+            let n = rf_copy_file_range(source, fd, 1 << 30)
+            if n > 0 { copied += n; bytesWritten += n; continue }
+            if n == 0 { return }
+            if errno == EINTR { continue }
+            // Not offered here (another OS, file systems that refuse it): read/write, from where it stopped.
+            if copied == 0 && [EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, EBADF].contains(errno) { break }
+            throw StoreError(.io, path: target, "cannot write: copying \(path): \(errnoText())")
+        }
+        let size = 8 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(source, buffer, size)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StoreError(.io, path: path, "cannot read: \(errnoText())")
+            }
+            if n == 0 { return }
+            try write(UnsafeRawBufferPointer(start: buffer, count: n))
+        }
     }
 
     func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }

@@ -216,18 +216,10 @@ public enum StoreMerge {
             throw StoreError(.io, path: target.path, "cannot link \(source.path): \(FileOutput.reason(e, path: target.path))")
         }
         let file = try AtomicFile(target: target)
-        guard let handle = FileHandle(forReadingAtPath: source.path) else {
-            throw StoreError(.io, path: source.path, "cannot read: \(errnoText())")
-        }
-        defer { try? handle.close() }
-        while true {
-            let chunk: Data
-            do { chunk = try handle.read(upToCount: 8 << 20) ?? Data() } catch {
-                throw StoreError(.io, path: source.path, "cannot read: \(error.localizedDescription)")
-            }
-            if chunk.isEmpty { break }
-            try file.write(chunk)
-        }
+        let fd = open(source.path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw StoreError(.io, path: source.path, "cannot read: \(errnoText())") }
+        defer { close(fd) }
+        try file.append(contentsOf: fd, path: source.path)
         try file.commit()
     }
 

@@ -3,8 +3,8 @@
 // `--only merge`: a synthetic ViT-B/16-shaped run (`attn` [12, 12, 512] float16 per image, 147 KB)
 // of `--merge-images` images (default 8,000: 1.2 GB) written as 4 parts with the real
 // StoreWriter, then `StoreMerge.merge` into a new run, hard-linking (the default) and copying
-// (`--copy`), against coreutils' `cp -r` of the same parts in the same run (what moving the data
-// would cost without links). Files are in the page cache; each merge checks every shard's SHA-256
+// (`--copy`), against coreutils' `cp -r` and `sync` of the same parts in the same run (what moving
+// the data would cost without links). Files are in the page cache; each merge checks every shard's SHA-256
 // (fresh files carry no verified stamps), so the linking merge costs one read of the data.
 
 import Foundation
@@ -68,12 +68,20 @@ enum MergeBench {
             t = now()
             try p.run()
             p.waitUntilExit()
+            // Then coreutils' sync of the copies (merge --copy syncs every file it writes).
+            let files = (try FileManager.default.subpathsOfDirectory(atPath: dir.appendingPathComponent("cp").path))
+                .map { dir.appendingPathComponent("cp").appendingPathComponent($0).path }
+            let sync = Process()
+            sync.executableURL = URL(fileURLWithPath: "/bin/sync")
+            sync.arguments = files
+            try sync.run()
+            sync.waitUntilExit()
             cp = now() - t
         }
         let gb = Double(bytes) / 1e9
         print("  refract merge (hard links; SHA-256 of every shard): \(fmt(link, 2)) s (\(fmt(gb / link, 2)) GB/s)")
         print("  refract merge --copy (checked, copied, synced):     \(fmt(copy, 2)) s (\(fmt(gb / copy, 2)) GB/s)")
-        if let cp { print("  cp -r of the parts (coreutils, not synced):         \(fmt(cp, 2)) s (\(fmt(gb / cp, 2)) GB/s)") }
+        if let cp { print("  cp -r of the parts, then sync (coreutils):          \(fmt(cp, 2)) s (\(fmt(gb / cp, 2)) GB/s)") }
         return MergeBenchResults(images: images, parts: parts, bytes: bytes, linkSeconds: link, copySeconds: copy, cpSeconds: cp)
     }
 }

@@ -43,4 +43,9 @@ unsigned rf_cpu_features(void);
    Blocks of 256 are screened with a branch-free (vectorised) test; only a block that holds a bad
    value is scanned element by element. */
 size_t rf_first_nonfinite(const float *x, size_t n);
+/* Copies up to `length` bytes from in_fd to out_fd at their file offsets, in the kernel
+ * (copy_file_range(2) on Linux). Returns the bytes copied, 0 at the end of in_fd, or -1 with
+ * errno set (ENOSYS where there is no such call: copy with read/write instead). */
+long rf_copy_file_range(int in_fd, int out_fd, unsigned long length);
+
 #endif
