@@ -46,13 +46,16 @@ public enum StoreMerge {
                              placed: ((Int) -> Void)? = nil) throws -> StoreMergeSummary {
         let output = output.standardizedFileURL
         guard !parts.isEmpty else { throw StoreError(.invalidArgument, path: output.path, "no parts to merge") }
+        // Each part is checked against the first as it is read (header, constants, run id), and then
+        // shares the first's image list (equal by that check), so N parts of a long list hold one
+        // list in memory, not N.
         var loaded: [(url: URL, manifest: StoreManifest)] = []
         for url in parts.map(\.standardizedFileURL) {
             if loaded.contains(where: { $0.url.path == url.path }) {
                 throw StoreError(.mergeRefused, path: url.path, "is given twice")
             }
             if url.path == output.path { throw StoreError(.mergeRefused, path: url.path, "is both a part and the output") }
-            let m = try ManifestFile.load(run: url)
+            var m = try ManifestFile.load(run: url)
             guard let part = m.part else {
                 throw StoreError(.mergeRefused, path: url.path,
                                  "is a whole run, not a part (parts are written with refract decompose --part K/N)")
@@ -62,33 +65,14 @@ public enum StoreMerge {
                                  "part \(part.label) is incomplete (\(m.shards.count) of \(part.shardCount) shards written); "
                                     + "finish it with --resume (or --continue) before merging")
             }
+            if let first = loaded.first {
+                try requireSameRun(m, at: url, as: first.manifest, at: first.url)
+                m.images = first.manifest.images
+            }
             loaded.append((url, m))
         }
-
-        // Same run: header, constants, run id.
         let first = loaded[0]
         let header = first.manifest.header
-        for (url, m) in loaded.dropFirst() {
-            if let field = first.manifest.header.firstDifference(from: m.header) {
-                let what: String
-                if field.hasPrefix("model") { what = "a part of another model" }
-                else if field.hasPrefix("images") || field.hasPrefix("classNames") { what = "a part of another image list" }
-                else { what = "a part with other settings" }
-                throw StoreError(.mergeRefused, path: url.path,
-                                 "part \(m.part!.label) is \(what) than \(first.url.path) (part \(first.manifest.part!.label)): "
-                                    + Self.restate(field))
-            }
-            if m.part!.listSHA256 != first.manifest.part!.listSHA256 {
-                throw StoreError(.mergeRefused, path: url.path, "part \(m.part!.label) records another image list hash than \(first.url.path)")
-            }
-            if m.constantsSHA256 != first.manifest.constantsSHA256 {
-                throw StoreError(.mergeRefused, path: url.path, "part \(m.part!.label) has other constants than \(first.url.path)")
-            }
-            if m.runId != first.manifest.runId || m.formatVersion != first.manifest.formatVersion {
-                throw StoreError(.mergeRefused, path: url.path, "part \(m.part!.label) belongs to run \(m.runId), \(first.url.path) to "
-                    + "\(first.manifest.runId) (written by different versions of refract?)")
-            }
-        }
         if header.imageListSHA256 != first.manifest.part!.listSHA256 {
             throw StoreError(.mergeRefused, path: first.url.path, "its image list does not match the hash its part records")
         }
@@ -202,6 +186,30 @@ public enum StoreMerge {
         unlink(output.appendingPathComponent(marker).path)
         syncDirectory(output.path)
         return summary
+    }
+
+    /// Refuses part `m` (at `url`) unless it is a part of the same run as `first`: header (named
+    /// as resuming names it), image list hash, constants, run id and format.
+    static func requireSameRun(_ m: StoreManifest, at url: URL, as first: StoreManifest, at firstURL: URL) throws {
+        let label = m.part?.label ?? "?", firstLabel = first.part?.label ?? "?"
+        if let field = first.header.firstDifference(from: m.header) {
+            let what: String
+            if field.hasPrefix("model") { what = "a part of another model" }
+            else if field.hasPrefix("images") || field.hasPrefix("classNames") { what = "a part of another image list" }
+            else { what = "a part with other settings" }
+            throw StoreError(.mergeRefused, path: url.path,
+                             "part \(label) is \(what) than \(firstURL.path) (part \(firstLabel)): " + restate(field))
+        }
+        if m.part?.listSHA256 != first.part?.listSHA256 {
+            throw StoreError(.mergeRefused, path: url.path, "part \(label) records another image list hash than \(firstURL.path)")
+        }
+        if m.constantsSHA256 != first.constantsSHA256 {
+            throw StoreError(.mergeRefused, path: url.path, "part \(label) has other constants than \(firstURL.path)")
+        }
+        if m.runId != first.runId || m.formatVersion != first.formatVersion {
+            throw StoreError(.mergeRefused, path: url.path, "part \(label) belongs to run \(m.runId), \(firstURL.path) to "
+                + "\(first.runId) (written by different versions of refract?)")
+        }
     }
 
     /// Hard-links (or copies) `source` to `target`, which must not exist.

@@ -209,7 +209,12 @@ final class KernelTests: XCTestCase {
         XCTAssertFalse(info.library.isEmpty)
         XCTAssertGreaterThanOrEqual(info.threads, 1)
         let labels = info.reportLines.map(\.label)
-        XCTAssertEqual(labels, ["CPU", "CPU flags (rule)", "BLAS library", "BLAS core", "BLAS threads"])
+        XCTAssertEqual(labels, ["CPU", "CPU flags (rule)", "CPU allocation", "BLAS library", "BLAS core", "BLAS threads"])
+        // BLAS threads never exceed the process's CPU allocation unless the user chose them.
+        let env = ProcessInfo.processInfo.environment
+        if env["OPENBLAS_NUM_THREADS"] == nil && env["OMP_NUM_THREADS"] == nil {
+            XCTAssertLessThanOrEqual(info.threads, CPUAllocation.current.cpus)
+        }
         // The choice matches the environment this process started with.
         let expected = OpenBLASCoreRule.choose(cpu: info.cpu, environment: ProcessInfo.processInfo.environment)
         if info.coreChoice.source == .refract {
