@@ -2,7 +2,7 @@
 # Sets up the machine, builds Refract (release) and runs the main job offline on the example
 # checkpoint shipped with the tests: embed and classify the example images, decompose their
 # embeddings exactly into per-layer, per-head and per-token contributions (a run directory),
-# export the run as .npy files, run the mean-ablation study, label the last layer's heads
+# export the run as .npy files, compute it again as two parts at once and merge them (docs/Cluster.md), run the mean-ablation study, label the last layer's heads
 # with text (TextSpan), draw token heatmaps, segment a small ImageNet-Segmentation-format file
 # zero-shot, retrieve images by chosen heads, and run the Waterbirds spurious-cue study on a
 # synthetic metadata.csv; then the same for a timm Swin: its head, its features, the
@@ -33,9 +33,25 @@ mapfile -t classes < "$inputs/classes.txt"
     i=0
     for f in "$inputs"/*.png; do echo "$PWD/$f,${classes[$((i % ${#classes[@]}))]},$(( (i / 2) % 2 ))"; i=$((i + 1)); done
 } > "$out/images.csv"
-rm -rf "$out/run" "$out/run-npy" "$out/ablation" "$out/textspan" "$out/heatmap" "$out/segment" "$out/retrieve" "$out/spurious"
+rm -rf "$out/run" "$out/run-npy" "$out/run-1t" "$out/run-1t-npy" "$out/ablation" "$out/textspan" "$out/heatmap" "$out/segment" "$out/retrieve" "$out/spurious"
 "$bin" decompose --model "$model" --output "$out/run" --tokens last:1 "$out/images.csv"
 "$bin" export --run "$out/run" --format npy --output "$out/run-npy"
+# The same run split across machines (here: two processes at once, as two Slurm array tasks or two
+# pods of a Kubernetes Indexed Job would run it; docs/Cluster.md), then merged into one run; its
+# export equals the single process's, byte for byte.
+rm -rf "$out/parts" "$out/run-merged" "$out/run-merged-npy"
+for k in 0 1; do
+  "$bin" decompose --model "$model" --output "$out/parts/part-$k" --part "$k/2" --continue --shard-size 1 --threads 1 \
+      --tokens last:1 "$out/images.csv" &
+done
+wait
+"$bin" decompose --model "$model" --output "$out/run-1t" --shard-size 1 --threads 1 --tokens last:1 "$out/images.csv" 2>/dev/null
+"$bin" merge --output "$out/run-merged" "$out/parts"/part-*
+"$bin" export --run "$out/run-merged" --format npy --output "$out/run-merged-npy"
+"$bin" export --run "$out/run-1t" --format npy --output "$out/run-1t-npy" 2>/dev/null
+for f in "$out/run-merged-npy"/*.npy; do cmp -s "$f" "$out/run-1t-npy/$(basename "$f")" || { echo "merged run differs: $f" >&2; exit 1; }; done
+echo "merged run equals the single-process run (every .npy byte for byte)"
+rm -rf "$out/run-1t" "$out/run-1t-npy"
 "$bin" ablate --run "$out/run" --classes "$inputs/classes.txt" --templates "$inputs/templates.txt" --output "$out/ablation"
 # TextSpan with the example texts as the description pool (text embeddings cached under out/).
 REFRACT_CACHE_DIR="$out/cache" "$bin" textspan --run "$out/run" --descriptions "$inputs/texts.txt" \
@@ -90,6 +106,7 @@ REFRACT_CACHE_DIR="$out/cache" "$bin" spurious --run "$out/swin-run" --metadata 
 echo
 echo "Outputs in $out: image_embeddings.npy (+ .paths.txt), text_embeddings.npy,"
 echo "  run/ (manifest.json + safetensors shards), run-npy/ (the run as .npy files),"
+echo "  parts/ (the run in 2 parts) and run-merged/ (refract merge of them), run-merged-npy/,"
 echo "  ablation/ (ablation.json, ablation.csv, ablation.png),"
 echo "  textspan/ (textspan.json, textspan.md, textspan.html), heatmap/ (PNG + .npy per image),"
 echo "  segment/ (metrics.json, per_image.csv, overlays/), retrieve/ (retrieval.json, retrieval.html),"
