@@ -72,8 +72,15 @@ public final class StoreWriter {
     ///   - runId: the run's id; a new random UUID when nil (ignored on resume and for parts).
     ///   - part: `(K, N)` to write part K of N of the run (`StorePart`): only its shards, under the
     ///     run id all parts of `header` share.
+    ///   - formatVersion: of a new run: the current one, or 1 for a run that builds before shard
+    ///     statistics read (no statistics, no parts). A resumed run keeps its own.
     public static func open(at run: URL, header: StoreHeader, constants: [String: Tensor], createdBy: String,
-                            resume: Bool, runId: String? = nil, part: (index: Int, count: Int)? = nil) throws -> StoreWriter {
+                            resume: Bool, runId: String? = nil, part: (index: Int, count: Int)? = nil,
+                            formatVersion: Int = StoreManifest.currentFormatVersion) throws -> StoreWriter {
+        guard (1...StoreManifest.currentFormatVersion).contains(formatVersion), formatVersion >= 2 || part == nil else {
+            throw StoreError(.invalidArgument, path: run.path, "cannot write format version \(formatVersion)"
+                + (part != nil ? " with parts (they exist from version 2 on)" : ""))
+        }
         let run = run.standardizedFileURL
         try header.validate(path: run.path, kind: .invalidArgument)
         try checkConstantArguments(constants, specs: header.constants, path: run.path)
@@ -97,6 +104,7 @@ public final class StoreWriter {
         var manifest = StoreManifest(runId: thePart != nil ? header.partRunId : runId ?? UUID().uuidString.lowercased(),
                                      createdBy: createdBy, header: header)
         manifest.part = thePart
+        manifest.formatVersion = formatVersion
         try ManifestFile.write(manifest, run: run)
         let writer = StoreWriter(run: run, manifest: manifest, lock: lock)
         try writer.writeConstants(constants)
