@@ -111,14 +111,16 @@ public final class StoreWriter {
         return writer
     }
 
-    /// A new run goes into a missing or empty directory (a lock file left by an earlier writer
-    /// does not count).
+    /// A new run goes into a missing or empty directory (a lock file left by an earlier writer, or
+    /// temporary files, do not count).
     private static func checkNewRunTarget(_ run: URL) throws {
         switch pathKind(run) {
         case .other:
             throw StoreError(.exists, path: run.path, "exists and is not a directory; use another path")
         case .directory:
-            let entries = try directoryEntries(run).filter { $0 != RunLock.fileName }
+            // Temporary files are another writer's work in progress (its manifest about to be renamed
+            // into place: the lock then names it) or a killed writer's leftovers: not content.
+            let entries = try directoryEntries(run).filter { $0 != RunLock.fileName && !($0.hasPrefix(".") && $0.contains(temporaryMarker)) }
             if entries.contains(ManifestFile.name) {
                 throw StoreError(.exists, path: run.path, "exists and holds a run (manifest.json); use --resume or another path")
             }

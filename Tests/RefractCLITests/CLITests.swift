@@ -39,39 +39,68 @@ final class CLITests: XCTestCase {
     /// Runs with a time limit (a hang fails the test instead of blocking CI).
     func refract(_ args: [String], timeout: TimeInterval = 120, environment extra: [String: String] = [:],
                  unsetting removed: Set<String> = []) throws -> Run {
+        try finish(try start(Self.binary, args, environment: environment(extra, unsetting: removed),
+                             label: "refract \(args.joined(separator: " "))"), timeout: timeout)
+    }
+
+    /// A process started by `start`, its output going to files.
+    struct Started {
+        var process: Process
+        var stdout: URL
+        var stderr: URL
+        var label: String
+    }
+
+    /// Starts `executable args` without waiting for it; output goes to files (no pipe can fill up
+    /// and block the child). `directory`: its working directory (default: the test's own).
+    func start(_ executable: URL, _ args: [String], environment: [String: String], label: String,
+               directory: URL? = nil) throws -> Started {
         let p = Process()
-        p.executableURL = Self.binary
+        p.executableURL = executable
         p.arguments = args
+        p.environment = environment
+        if let directory { p.currentDirectoryURL = directory }
+        let tag = UUID().uuidString
+        let out = scratch.appendingPathComponent("stdout-\(tag)"), err = scratch.appendingPathComponent("stderr-\(tag)")
+        guard FileManager.default.createFile(atPath: out.path, contents: nil),
+              FileManager.default.createFile(atPath: err.path, contents: nil) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: scratch.path])
+        }
+        p.standardOutput = try FileHandle(forWritingTo: out)
+        p.standardError = try FileHandle(forWritingTo: err)
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        return Started(process: p, stdout: out, stderr: err, label: label)
+    }
+
+    /// Waits for a started process with a time limit (a hang fails the test instead of blocking
+    /// CI) and returns how it ended and what it printed.
+    func finish(_ s: Started, timeout: TimeInterval = 120) throws -> Run {
+        let deadline = Date().addingTimeInterval(timeout)
+        while s.process.isRunning && Date() < deadline { usleep(20_000) }
+        if s.process.isRunning {
+            s.process.terminate()
+            XCTFail("\(s.label) did not finish within \(timeout) s")
+        }
+        s.process.waitUntilExit()
+        try (s.process.standardOutput as? FileHandle)?.close()
+        try (s.process.standardError as? FileHandle)?.close()
+        lastTerminationReason = s.process.terminationReason
+        return Run(status: s.process.terminationStatus,
+                   stdout: String(decoding: try Data(contentsOf: s.stdout), as: UTF8.self),
+                   stderr: String(decoding: try Data(contentsOf: s.stderr), as: UTF8.self))
+    }
+
+    /// The environment `refract` runs in: offline, with caches in the scratch folder (never the
+    /// user's own), plus `extra`, minus `removed`.
+    func environment(_ extra: [String: String] = [:], unsetting removed: Set<String> = []) -> [String: String] {
         var env = ProcessInfo.processInfo.environment
         env["HF_HUB_OFFLINE"] = "1"
         env["HF_HUB_CACHE"] = scratch.appendingPathComponent("hf-cache").path
-        env["REFRACT_CACHE_DIR"] = scratch.appendingPathComponent("refract-cache").path   // never the user's own cache
+        env["REFRACT_CACHE_DIR"] = scratch.appendingPathComponent("refract-cache").path
         env.merge(extra) { $1 }
         for name in removed { env[name] = nil }
-        p.environment = env
-        // Output goes to files: no pipe can fill up and block the child.
-        let outURL = scratch.appendingPathComponent("stdout-\(UUID().uuidString)")
-        let errURL = scratch.appendingPathComponent("stderr-\(UUID().uuidString)")
-        guard FileManager.default.createFile(atPath: outURL.path, contents: nil),
-              FileManager.default.createFile(atPath: errURL.path, contents: nil) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: scratch.path])
-        }
-        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
-        defer { try? out.close(); try? err.close() }
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning {
-            p.terminate()
-            XCTFail("refract \(args.joined(separator: " ")) did not finish within \(timeout) s")
-        }
-        p.waitUntilExit()
-        lastTerminationReason = p.terminationReason
-        let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return env
     }
 
     func path(_ base: URL, _ rel: String) -> String { base.appendingPathComponent(rel).path }

@@ -9,14 +9,6 @@ import XCTest
 extension CLITests {
     private static var clusterExamples: URL { root.appendingPathComponent("examples/cluster") }
 
-    /// A process started by `clusterStart`, its output going to files.
-    private struct ClusterProcess {
-        var process: Process
-        var stdout: URL
-        var stderr: URL
-        var label: String
-    }
-
     /// The environment of a recipe's process: the test's own (offline, the scratch caches), with
     /// every variable a scheduler or a user's shell could have set that the recipes read removed,
     /// then `extra`; the Hugging Face and refract caches always in the scratch folder.
@@ -33,42 +25,10 @@ extension CLITests {
         return env
     }
 
-    /// Starts `executable args` (looked up on PATH) without waiting for it.
+    /// Starts `executable args` (looked up on PATH) in the scratch folder without waiting for it.
     private func clusterStart(_ executable: String, _ args: [String], environment: [String: String],
-                              label: String) throws -> ClusterProcess {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [executable] + args
-        p.environment = environment
-        p.currentDirectoryURL = scratch
-        let tag = UUID().uuidString
-        let out = scratch.appendingPathComponent("stdout-\(tag)"), err = scratch.appendingPathComponent("stderr-\(tag)")
-        guard FileManager.default.createFile(atPath: out.path, contents: nil),
-              FileManager.default.createFile(atPath: err.path, contents: nil) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: scratch.path])
-        }
-        p.standardOutput = try FileHandle(forWritingTo: out)
-        p.standardError = try FileHandle(forWritingTo: err)
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        return ClusterProcess(process: p, stdout: out, stderr: err, label: label)
-    }
-
-    /// Waits for a started process (a hang fails the test instead of blocking it).
-    private func clusterWait(_ c: ClusterProcess, timeout: TimeInterval = 300) throws -> Run {
-        let deadline = Date().addingTimeInterval(timeout)
-        while c.process.isRunning && Date() < deadline { usleep(20_000) }
-        if c.process.isRunning {
-            c.process.terminate()
-            XCTFail("\(c.label) did not finish within \(timeout) s")
-        }
-        c.process.waitUntilExit()
-        try (c.process.standardOutput as? FileHandle)?.close()
-        try (c.process.standardError as? FileHandle)?.close()
-        lastTerminationReason = c.process.terminationReason
-        return Run(status: c.process.terminationStatus,
-                   stdout: String(decoding: try Data(contentsOf: c.stdout), as: UTF8.self),
-                   stderr: String(decoding: try Data(contentsOf: c.stderr), as: UTF8.self))
+                              label: String) throws -> Started {
+        try start(URL(fileURLWithPath: "/usr/bin/env"), [executable] + args, environment: environment, label: label, directory: scratch)
     }
 
     /// A process to start: `executable args` with `environment`.
@@ -83,7 +43,7 @@ extension CLITests {
     /// tasks do.
     private func clusterRunAll(_ commands: [ClusterCommand]) throws -> [(label: String, run: Run)] {
         let started = try commands.map { try clusterStart($0.executable, $0.args, environment: $0.environment, label: $0.label) }
-        return try started.map { ($0.label, try clusterWait($0)) }
+        return try started.map { ($0.label, try finish($0, timeout: 300)) }
     }
 
     /// Exports `run` and the plain run of `data` with `options` (made here, with `environment` for
@@ -149,7 +109,7 @@ extension CLITests {
     }
 
     private func runSlurmMerge(variables: [String: String]) throws -> Run {
-        try clusterWait(clusterStart("bash", [slurmMerge], environment: clusterEnvironment(variables.merging([
+        try finish(clusterStart("bash", [slurmMerge], environment: clusterEnvironment(variables.merging([
             "SLURM_JOB_ID": "5000", "SLURM_CPUS_PER_TASK": "1",
         ]) { $1 }), label: "the Slurm merge job"))
     }
@@ -199,7 +159,7 @@ extension CLITests {
             "SBATCH_LOG": log, "N": "3", "MODEL": "some/model", "DATA": "/data/a /data/b", "PARTS": "/shared/parts",
             "RUN": "/shared/run",
         ])
-        let r = try clusterWait(clusterStart("bash", [submitPath, "--partition=cpu"], environment: env, label: "submit.sh"))
+        let r = try finish(clusterStart("bash", [submitPath, "--partition=cpu"], environment: env, label: "submit.sh"))
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
         let calls = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init)
         XCTAssertEqual(calls.count, 2, calls.joined(separator: "\n"))
@@ -214,7 +174,7 @@ extension CLITests {
         XCTAssertFalse(calls[1].contains("--array"), calls[1])
         // A bad N is refused before anything is submitted.
         try "".write(toFile: log, atomically: true, encoding: .utf8)
-        let bad = try clusterWait(clusterStart("bash", [submitPath], environment: env.merging(["N": "0"]) { $1 }, label: "submit.sh N=0"))
+        let bad = try finish(clusterStart("bash", [submitPath], environment: env.merging(["N": "0"]) { $1 }, label: "submit.sh N=0"))
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertEqual(try String(contentsOfFile: log, encoding: .utf8), "")
     }
@@ -414,13 +374,13 @@ extension CLITests {
                            label: "pod \($0) of \(n)")
         })
         for (label, r) in results { XCTAssertEqual(r.status, 0, "\(label): \(r.stdout)\n\(r.stderr)") }
-        let merge = try clusterWait(clusterStart("sh", ["-c", mergeCommand],
+        let merge = try finish(clusterStart("sh", ["-c", mergeCommand],
                                                  environment: clusterEnvironment(mergeEnv.merging(overrides) { $1 }), label: "merge Job"))
         XCTAssertEqual(merge.status, 0, merge.stdout + merge.stderr)
         try assertSameAsOneRun(run, data: data.path, options: options)
 
         // A retried pod of a complete part exits 0 at once.
-        let again = try clusterWait(clusterStart("sh", ["-c", command], environment: base.merging(["JOB_COMPLETION_INDEX": "0"]) { $1 },
+        let again = try finish(clusterStart("sh", ["-c", command], environment: base.merging(["JOB_COMPLETION_INDEX": "0"]) { $1 },
                                                  label: "pod 0 retried"))
         XCTAssertEqual(again.status, 0, again.stdout + again.stderr)
     }

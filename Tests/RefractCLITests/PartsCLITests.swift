@@ -6,37 +6,12 @@ import XCTest
 /// Runs split across processes (`decompose --part K/N`, `embed-images --part K/N`) and `refract
 /// merge`, run as a user (or a scheduler) would.
 extension CLITests {
-    /// Starts `refract` without waiting; stderr goes to a file read by `finish`.
-    func startRefract(_ args: [String], environment extra: [String: String] = [:]) throws -> (Process, URL) {
-        let p = Process()
-        p.executableURL = Self.binary
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["HF_HUB_OFFLINE"] = "1"
-        env["REFRACT_CACHE_DIR"] = scratch.appendingPathComponent("refract-cache").path
-        env.merge(extra) { $1 }
-        p.environment = env
-        let errURL = scratch.appendingPathComponent("stderr-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let err = try FileHandle(forWritingTo: errURL)
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        try err.close()
-        return (p, errURL)
-    }
-
-    /// Runs the commands as parallel processes; fails the test for any that does not exit 0.
+    /// Runs the `refract` commands as parallel processes; fails the test for any that does not exit 0.
     func runInParallel(_ commands: [[String]], timeout: TimeInterval = 180) throws {
-        let started = try commands.map { try startRefract($0) }
-        let deadline = Date().addingTimeInterval(timeout)
-        for ((p, err), args) in zip(started, commands) {
-            while p.isRunning && Date() < deadline { usleep(20_000) }
-            if p.isRunning { p.terminate(); XCTFail("refract \(args.joined(separator: " ")) did not finish") }
-            p.waitUntilExit()
-            let stderr = String(decoding: try Data(contentsOf: err), as: UTF8.self)
-            XCTAssertEqual(p.terminationStatus, 0, "refract \(args.joined(separator: " ")): " + stderr)
+        let started = try commands.map { try start(Self.binary, $0, environment: environment(), label: "refract \($0.joined(separator: " "))") }
+        for s in started {
+            let r = try finish(s, timeout: timeout)
+            XCTAssertEqual(r.status, 0, "\(s.label): \(r.stderr)")
         }
     }
 
