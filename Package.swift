@@ -16,6 +16,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // SHA-256 of weights and shards (BoringSSL on Linux, with the CPU's SHA extensions; CryptoKit on macOS).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The explorer's local web server (`refract serve`).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // Thin C shims over libjpeg-turbo and libpng (setjmp-based error handling cannot live in Swift).
@@ -68,12 +72,19 @@ let package = Package(
                 resources: [.copy("Resources")]),
         // Property-based retrieval: nearest images by chosen heads' contributions; JSON and HTML contact sheets.
         .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign", "RefractPlot"]),
+        // The explorer's answers over a run (components, text ranking, images, heatmaps), without HTTP.
+        .target(name: "RefractExplore", dependencies: ["RefractStore", "RefractDecompose", "RefractAlign", "RefractCLIP", "RefractTextSpan",
+                                                       "RefractImage", "RefractTensor", "RefractSegment"]),
+        // `refract serve`: the explorer over HTTP (Hummingbird) and its offline pages.
+        .target(name: "RefractServe", dependencies: ["RefractExplore", .product(name: "Hummingbird", package: "hummingbird"),
+                                                     .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                     .product(name: "Logging", package: "swift-log")]),
         // Spurious cues (Waterbirds): per-group accuracy under head ablations.
         .target(name: "RefractSpurious", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractAlign"]),
         .executableTarget(
             name: "refract",
             dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractStore", "RefractTextSpan",
-                           "RefractSegment", "RefractRetrieve", "RefractSpurious", "RefractAlign",
+                           "RefractSegment", "RefractRetrieve", "RefractSpurious", "RefractAlign", "RefractExplore", "RefractServe",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // FP32 peak probe for the benchmark (vector FMA loops with per-function target attributes).
@@ -100,6 +111,7 @@ let package = Package(
         .testTarget(name: "RefractSegmentTests", dependencies: ["RefractSegment", "RefractTestSupport"]),
         .testTarget(name: "RefractRetrieveTests", dependencies: ["RefractRetrieve", "RefractTestSupport"]),
         .testTarget(name: "RefractSpuriousTests", dependencies: ["RefractSpurious", "RefractTestSupport"]),
+        .testTarget(name: "RefractExploreTests", dependencies: ["RefractExplore", "RefractServe", "RefractTestSupport"]),
         .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractTimm", "RefractStore", "RefractDecompose", "RefractImage", "refract"]),
     ]
 )

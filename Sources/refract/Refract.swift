@@ -18,7 +18,7 @@ struct Refract: AsyncParsableCommand {
         abstract: "Exact CLIP image and text encoders, and the decomposition of ViT image representations explained with text (CLIP runs directly, timm runs through CompAlign).",
         subcommands: [EmbedImages.self, EmbedTexts.self, Tokenize.self, Classify.self, Decompose.self, Export.self,
                       Ablate.self, TextSpanCommand.self, HeadsCommand.self, HeatmapCommand.self, SegmentCommand.self,
-                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ProbeCommand.self, ScoreCommand.self, MergeCommand.self, Env.self])
+                      RetrieveCommand.self, SpuriousCommand.self, AlignCommand.self, ProbeCommand.self, ScoreCommand.self, MergeCommand.self, ServeCommand.self, Env.self])
 }
 
 // MARK: Shared options
