@@ -128,7 +128,12 @@ public struct ExplorerImage: Codable, Sendable, Equatable {
     public var classes: [ExplorerClassScore]?
 }
 
-public struct ExplorerContribution: Codable, Sendable, Equatable { public var index: Int; public var name: String; public var value: Double }
+public struct ExplorerContribution: Codable, Sendable, Equatable {
+    public var index: Int
+    public var name: String
+    public var kind: String
+    public var value: Double
+}
 
 public struct ExplorerContributions: Codable, Sendable, Equatable {
     public var text: String
@@ -444,8 +449,11 @@ public final class Explorer: @unchecked Sendable {
                 for j in 0..<d { s += Double(x.data[i * d + j] - means[k][j]) * Double(v[j]) }
                 proj.append((i, s))
             }
-            // The sign of an eigenvector is arbitrary: point it at the larger tail.
-            let sorted = proj.sorted { $0.1 > $1.1 }
+            // The sign of an eigenvector is arbitrary: point it at the larger tail, so the answer is
+            // the same whichever sign LAPACK returns.
+            let high = proj.map(\.1).max() ?? 0, low = proj.map(\.1).min() ?? 0
+            if -low > high { proj = proj.map { ($0.0, -$0.1) } }
+            let sorted = proj.sorted { ($0.1, -$0.0) > ($1.1, -$1.0) }
             let top = sorted.prefix(images).map { ExplorerRowValue(row: $0.0, value: $0.1) }
             let bottom = sorted.suffix(images).reversed().map { ExplorerRowValue(row: $0.0, value: $0.1) }
             out.append(ExplorerDirection(rank: r + 1, variance: Double(value), share: own > 0 ? Double(value) / own : 0,
@@ -509,7 +517,9 @@ public final class Explorer: @unchecked Sendable {
             for k in 0..<c { values[k] += bt / Double(c) }
         }
         return ExplorerContributions(text: text, total: values.reduce(0, +),
-                                     components: (0..<c).map { ExplorerContribution(index: $0, name: components[$0].name, value: values[$0]) })
+                                     components: (0..<c).map {
+                                        ExplorerContribution(index: $0, name: components[$0].name, kind: components[$0].kind.rawValue, value: values[$0])
+                                     })
     }
 
     /// The row's image as PNG, at most `imageSide` pixels on its longer side.

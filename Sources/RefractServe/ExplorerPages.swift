@@ -458,11 +458,11 @@ enum ExplorerPages {
           chart.append(svg('rect', {
             class: 'bar', x: x.toFixed(2), y: barTop.toFixed(2), width: (slot * 0.76).toFixed(2),
             height: Math.max(top + plotHeight - barTop, 0).toFixed(2), rx: 2,
-          }, svg('title', {}, `Block ${block.block}: ${fmtPct(block.share)} of the variance (${fmtNum(block.variance)})`)));
+          }, svg('title', {}, `Block ${blockName(block.block)}: ${fmtPct(block.share)} of the variance (${fmtNum(block.variance)})`)));
           if (i % labelEvery === 0) {
             chart.append(svg('text', {
               class: 'axis', x: (left + (i + 0.5) * slot).toFixed(2), y: top + plotHeight + 16, 'text-anchor': 'middle',
-            }, String(block.block)));
+            }, blockName(block.block)));
           }
         });
         chart.append(svg('text', {
@@ -470,6 +470,8 @@ enum ExplorerPages {
         }, 'Block'));
         return chart;
       }
+
+      function blockName(block) { return isNum(block) ? String(block) : 'other'; }
 
       function shareList(components, limit) {
         const top = components.filter((c) => isNum(c.share))
@@ -510,11 +512,11 @@ enum ExplorerPages {
             ['TextSpan', yesNo(run.textspan)],
             ['Text features', yesNo(run.text)],
             ['Heatmaps', yesNo(run.heatmaps)],
-            ['Representation variance', fmtNum(run.representationVariance)],
+            ['Sum of the components\u2019 variances', fmtNum(run.componentVarianceSum)],
           ])),
           section('blocks-heading', 'Share of the variance by block',
             h('p', { class: 'hint', id: 'blocks-caption' },
-              'Each block\u2019s share of the variance of the image representation over the run\u2019s images.'),
+              'Each block\u2019s share of the summed variance of the components over the run\u2019s images (covariances between components left out, so the shares add up to 100%; \u201cother\u201d: components of no block, such as the read-out\u2019s constant).'),
             blocks.length ? blockChart(blocks, 'blocks-caption') : h('p', { class: 'status' }, 'No block statistics.'),
             blocks.length ? h('details', {},
               h('summary', {}, 'Show as a table'),
@@ -522,7 +524,7 @@ enum ExplorerPages {
                 h('thead', {}, h('tr', {}, h('th', { scope: 'col', class: 'num' }, 'Block'),
                   h('th', { scope: 'col', class: 'num' }, 'Variance'), h('th', { scope: 'col', class: 'num' }, 'Share'))),
                 h('tbody', {}, blocks.map((b) => h('tr', {},
-                  h('td', { class: 'num' }, String(b.block)), h('td', { class: 'num' }, fmtNum(b.variance)),
+                  h('td', { class: 'num' }, blockName(b.block)), h('td', { class: 'num' }, fmtNum(b.variance)),
                   h('td', { class: 'num' }, fmtPct(b.share))))))) : null),
           section('shares-heading', `Components by share of the variance (top ${TOP_SHARES})`,
             components.length ? shareList(components, TOP_SHARES) : h('p', { class: 'status' }, 'No components.'),
@@ -942,7 +944,7 @@ enum ExplorerPages {
         const heatmapButton = h('button', { type: 'button', id: 'heatmap-button', class: 'primary', disabled: true,
           'aria-describedby': 'heatmap-hint' }, 'Heatmap');
         const heatmapHint = h('p', { id: 'heatmap-hint', class: 'hint' });
-        const selectTop = h('button', { type: 'button', id: 'select-top', disabled: true }, `Select top ${DEFAULT_SELECTION}`);
+        const selectTop = h('button', { type: 'button', id: 'select-top', disabled: true }, `Select top ${DEFAULT_SELECTION} heads`);
         const selectNone = h('button', { type: 'button', id: 'select-none', disabled: true }, 'Clear selection');
         const request = latestRequest(view);
 
@@ -986,7 +988,9 @@ enum ExplorerPages {
 
           const known = new Set(items.map((x) => x.index));
           const pending = state.pendingSelection.filter((i) => known.has(i));
-          state.selection = new Set(pending.length ? pending : sorted.slice(0, DEFAULT_SELECTION).map((x) => x.index));
+          // Heatmaps are of heads' token terms: the default selection is the top heads (any component when there are none).
+          const heads = sorted.filter((x) => x.kind === 'head');
+          state.selection = new Set(pending.length ? pending : (heads.length ? heads : sorted).slice(0, DEFAULT_SELECTION).map((x) => x.index));
           state.pendingSelection = [];
 
           chart.replaceChildren(...shown.map((item) => {

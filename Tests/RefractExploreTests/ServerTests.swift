@@ -1,63 +1,17 @@
 import Foundation
 import RefractTensor
+import RefractTestSupport
 import XCTest
 @testable import RefractExplore
 @testable import RefractServe
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// One HTTP/1.1 exchange over a plain socket on loopback (no proxy, no URL normalisation: the
-/// request line goes out exactly as written, hostile ones included).
-func rawHTTP(port: Int, _ request: String, body: [UInt8] = []) throws -> (status: Int, headers: String, body: [UInt8]) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw CocoaError(.fileReadUnknown) }
-    defer { close(fd) }
-    var timeout = timeval(tv_sec: 30, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard ok == 0 else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "connect failed"]) }
-    let bytes = Array(request.utf8) + body
-    var sent = 0
-    while sent < bytes.count {
-        let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        if n <= 0 { break }                                        // the server may close early on a refused body
-        sent += n
-    }
-    var data: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        if n <= 0 { break }
-        data += buffer[0..<n]
-    }
-    guard let split = data.indices.dropLast(3).first(where: { data[$0] == 13 && data[$0 + 1] == 10 && data[$0 + 2] == 13 && data[$0 + 3] == 10 }) else {
-        return (0, "", data)
-    }
-    let head = String(decoding: data[..<split], as: UTF8.self)
-    let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
-    var payload = Array(data[(split + 4)...])
-    if head.lowercased().contains("transfer-encoding: chunked") { payload = dechunk(payload) }
-    return (status, head, payload)
+/// Shorthands for the shared loopback client (RefractTestSupport's LoopbackHTTP).
+func rawHTTP(port: Int, _ request: String, body: [UInt8] = []) throws -> LoopbackHTTP.Response {
+    try LoopbackHTTP.exchange(port: port, request: request, body: body)
 }
 
-func dechunk(_ b: [UInt8]) -> [UInt8] {
-    var out: [UInt8] = [], i = 0
-    while i < b.count {
-        guard let end = b[i...].indices.dropLast().first(where: { b[$0] == 13 && b[$0 + 1] == 10 }),
-              let size = Int(String(decoding: b[i..<end], as: UTF8.self), radix: 16), size > 0 else { break }
-        out += b[(end + 2)..<min(b.count, end + 2 + size)]
-        i = end + 2 + size + 2
-    }
-    return out
-}
-
-func get(_ port: Int, _ path: String) throws -> (status: Int, headers: String, body: [UInt8]) {
-    try rawHTTP(port: port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+func get(_ port: Int, _ path: String) throws -> LoopbackHTTP.Response {
+    try LoopbackHTTP.get(port: port, path: path)
 }
 
 /// The port a started server listens on.
