@@ -91,7 +91,7 @@ let package = Package(
         .target(name: "CRefractBench"),
         .executableTarget(name: "refract-bench",
                           dependencies: ["RefractCLIP", "RefractTimm", "RefractDecompose", "RefractTextSpan", "RefractCheckpoint", "RefractImage",
-                                         "RefractSegment", "RefractRetrieve", "RefractAlign", "CRefractBench"]),
+                                         "RefractSegment", "RefractRetrieve", "RefractAlign", "RefractExplore", "CRefractBench"]),
 
         // Parity assertions with named tolerances, shared by the test targets (imports XCTest).
         .target(name: "RefractTestSupport", dependencies: ["RefractTensor", "RefractStore"]),
@@ -112,6 +112,6 @@ let package = Package(
         .testTarget(name: "RefractRetrieveTests", dependencies: ["RefractRetrieve", "RefractTestSupport"]),
         .testTarget(name: "RefractSpuriousTests", dependencies: ["RefractSpurious", "RefractTestSupport"]),
         .testTarget(name: "RefractExploreTests", dependencies: ["RefractExplore", "RefractServe", "RefractTestSupport"]),
-        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractTimm", "RefractStore", "RefractDecompose", "RefractImage", "refract"]),
+        .testTarget(name: "RefractCLITests", dependencies: ["RefractCLIP", "RefractTimm", "RefractStore", "RefractDecompose", "RefractImage", "RefractTestSupport", "refract"]),
     ]
 )

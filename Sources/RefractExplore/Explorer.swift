@@ -393,24 +393,34 @@ public final class Explorer: @unchecked Sendable {
     /// Every component ranked by the variance of its contribution along the text, highest first.
     public func rank(text: String, top: Int) throws -> ExplorerRanking {
         try Self.checkTop(top)
-        let t = try direction(text)
+        return ExplorerRanking(text: text, components: try rank(direction: try direction(text), top: top))
+    }
+
+    /// Every component ranked by the variance of its contribution along the unit direction `t` [D]
+    /// (CLIP space), highest first: uᵀ Σ_c u with u = W_c·t.
+    public func rank(direction t: [Float], top: Int) throws -> [ExplorerRanked] {
+        let width = alignment?.maps.clipWidth ?? source.storedWidth
+        guard t.count == width else { throw ExplorerError.badRequest("a direction of width \(t.count); the components' is \(width)") }
         let d = source.storedWidth
         var out: [ExplorerRanked] = []
         for k in components.indices {
             let u = storedDirection(t, component: k)
-            var v = 0.0
+            var y = [Float](repeating: 0, count: d)                                         // Σ_c u [d]
             covariances[k].withUnsafeBufferPointer { s in
-                for i in 0..<d {
-                    var row: Float = 0
-                    for j in 0..<d { row += s[i * d + j] * u[j] }
-                    v += Double(row) * Double(u[i])
+                u.withUnsafeBufferPointer { up in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        BLAS.sgemm(.none, .none, m: d, n: 1, k: d, a: s.baseAddress!, lda: d, b: up.baseAddress!, ldb: 1,
+                                   c: yp.baseAddress!, ldc: 1)
+                    }
                 }
             }
+            var v = 0.0
+            for i in 0..<d { v += Double(y[i]) * Double(u[i]) }
             v = max(0, v)
             out.append(ExplorerRanked(index: k, name: components[k].name, variance: v, share: variances[k] > 0 ? min(1, v / variances[k]) : 0))
         }
         out.sort { ($0.variance, -$0.index) > ($1.variance, -$1.index) }
-        return ExplorerRanking(text: text, components: Array(out.prefix(top)))
+        return Array(out.prefix(top))
     }
 
     // MARK: A component's page

@@ -19,7 +19,8 @@
 // peak memory of `refract align`; only with --only align; AlignBench.swift), score (`ComponentScoring.score`
 // over synthetic 50,000-image runs, CLIP layout and timm through an alignment; only with --only score;
 // ScoreBench.swift), merge (`StoreMerge.merge` of 4 parts of a synthetic ViT-B/16-shaped run, hard links
-// and --copy, against `cp -r`; only with --only merge; MergeBench.swift). Default: every section
+// and --copy, against `cp -r`; only with --only merge; MergeBench.swift), serve (the explorer's start-up
+// pass and ranking by a text against refract heads' pass; only with --only serve; ServeBench.swift). Default: every section
 // but memory, textspan, textspan-run and align.
 // `--only decompose` takes a few minutes.
 // The issue's memory figure is `--memory-images 2000` (about 10 minutes on 2 cores; needs the
@@ -36,7 +37,7 @@ import RefractTokenizer
 enum Section: String, CaseIterable, Codable {
     case peak, sgemm, image, text, decompose, memory, textspan
     case textspanRun = "textspan-run"
-    case segment, retrieve, hash, timm, align, score, merge
+    case segment, retrieve, hash, timm, align, score, merge, serve
     static let defaults: [Section] = [.peak, .sgemm, .image, .text, .decompose]
 }
 
@@ -58,6 +59,7 @@ struct Arguments {
           --score-images N   images of the score section's synthetic runs (default 50000, ~10 GB each, one at a time)
           --align-steps S    timed training steps of the align section, after 3 warm-up steps (default 30)
           --merge-images N   images of the merge section's synthetic run (default 8000, ~1.2 GB in 4 parts)
+          --serve-images N   images of the serve section's synthetic ViT-B/16 run (default 10000, ~1.6 GB)
         """
 
     var quick = false
@@ -74,6 +76,7 @@ struct Arguments {
     var alignImages = AlignBench.defaultImages
     var scoreImages = ScoreBench.defaultImages
     var mergeImages = 8000
+    var serveImages = 10_000
     var alignSteps = AlignBench.defaultSteps
     /// Image-tower cases to run ("b16-1", "b16-8", "l14-1", "l14-8"); nil: all.
     var imageCases: Set<String>?
@@ -109,6 +112,7 @@ struct Arguments {
             case "--align-images": alignImages = try int(a)
             case "--score-images": scoreImages = try int(a)
             case "--merge-images": mergeImages = try int(a)
+            case "--serve-images": serveImages = try int(a)
             case "--align-steps": alignSteps = try int(a)
             case "--image-cases":
                 guard let list = it.next() else { throw BenchError("--image-cases needs a list such as b16-1,l14-8") }
@@ -187,6 +191,7 @@ struct Results: Codable {
     var align: AlignBenchResults?
     var score: ScoreBenchResults?
     var merge: MergeBenchResults?
+    var serve: ServeBenchResults?
     var reference: [String: Double]?
     var referenceInfo: [String: String]?
     var loadavgStart: [Double]?
@@ -410,6 +415,10 @@ func main() throws {
 
     if run.contains(.merge) {
         r.merge = try MergeBench.run(images: args.mergeImages)
+    }
+
+    if run.contains(.serve) {
+        r.serve = try ServeBench.run(images: args.serveImages)
     }
 
     if run.contains(.align) {
