@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "RefractRetrieve", dependencies: ["RefractTextSpan", "RefractDecompose", "RefractStore", "RefractCLIP", "RefractImage", "RefractAlign", "RefractPlot"]),
         // The explorer's answers over a run (components, text ranking, images, heatmaps), without HTTP.
         .target(name: "RefractExplore", dependencies: ["RefractStore", "RefractDecompose", "RefractAlign", "RefractCLIP", "RefractTextSpan",
-                                                       "RefractImage", "RefractTensor", "RefractSegment"]),
+                                                       "RefractImage", "RefractTensor", "RefractSegment", "RefractTimm"]),
         // `refract serve`: the explorer over HTTP (Hummingbird) and its offline pages.
         .target(name: "RefractServe", dependencies: ["RefractExplore", .product(name: "Hummingbird", package: "hummingbird"),
                                                      .product(name: "HTTPTypes", package: "swift-http-types"),

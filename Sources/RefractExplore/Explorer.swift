@@ -21,6 +21,7 @@ import RefractSegment
 import RefractStore
 import RefractTensor
 import RefractTextSpan
+import RefractTimm
 
 /// A refusal with the HTTP status it maps to (400 bad request, 404 not found, 409 not available
 /// for this run, 413 too large, 422 well-formed but unusable).
@@ -156,8 +157,10 @@ public final class Explorer: @unchecked Sendable {
     let alignment: Alignment?
     let textspan: TextSpanReport?
     let clip: CLIP?
-    /// Heatmaps: the run's own CLIP model (CLIP runs).
+    /// Heatmaps: the run's own CLIP model (CLIP runs), or the run's timm model (timm runs, with their
+    /// alignment and its CLIP for the text).
     let heatmapModel: CLIP?
+    let timmModel: TimmModel?
     /// Per component: its tensor, slot, mean [d] and covariance [d, d] (full, symmetric) in stored space.
     let layout: [(tensor: String, slot: Int)]
     let means: [[Float]]
@@ -175,9 +178,10 @@ public final class Explorer: @unchecked Sendable {
     /// Opens the explorer over `reader`. `alignment`: a timm run's (checked against the run);
     /// `textspan`: a TextSpan report of this run; `clip`: the text tower (the run's own model for a
     /// CLIP run, the alignment's CLIP for a timm run), nil for no text features; `heatmaps`: compute
-    /// token heatmaps with `clip` (CLIP runs). `progress(done, total)` counts rows of the start-up pass.
+    /// token heatmaps with `clip` (CLIP runs) or `timmModel` (timm runs: the run's model, its weights
+    /// checked by the caller). `progress(done, total)` counts rows of the start-up pass.
     public init(reader: StoreReader, alignment: Alignment?, textspan: TextSpanReport?, clip: CLIP?, heatmaps: Bool,
-                progress: ((Int, Int) -> Void)? = nil) throws {
+                timmModel: TimmModel? = nil, progress: ((Int, Int) -> Void)? = nil) throws {
         self.reader = reader
         let timm = RunComponents.isTimm(reader)
         if let alignment {
@@ -203,6 +207,8 @@ public final class Explorer: @unchecked Sendable {
         }
         self.clip = clip
         heatmapModel = heatmaps && !timm ? clip : nil
+        // Per-token terms exist in the faithful convention only (TimmHeatmaps.plan refuses the others).
+        self.timmModel = heatmaps && timm && alignment != nil && clip != nil && reader.manifest.convention == "faithful" ? timmModel : nil
         var order = [(tensor: String, slot: Int)](repeating: ("", 0), count: components.count)
         for (t, s) in zip(source.tensors, source.slots) { for (slot, comp) in s.enumerated() { order[comp] = (t, slot) } }
         layout = order
@@ -319,7 +325,7 @@ public final class Explorer: @unchecked Sendable {
         return ExplorerRunInfo(run: reader.run.path, model: .init(id: m.model.id, weightsSHA256: m.model.weightsSHA256),
                                convention: m.convention, family: RunComponents.isTimm(reader) ? "timm" : "clip", rows: reader.rowCount,
                                componentCount: components.count, aligned: alignment != nil, textspan: textspan != nil,
-                               text: hasText, heatmaps: heatmapModel != nil, componentVarianceSum: sum, blocks: blocks)
+                               text: hasText, heatmaps: heatmapModel != nil || timmModel != nil, componentVarianceSum: sum, blocks: blocks)
     }
 
     func describe(_ k: Int) -> ExplorerComponent {
@@ -436,7 +442,7 @@ public final class Explorer: @unchecked Sendable {
         for extent in shape.reversed() { index.insert(rest % extent, at: 0); rest /= extent }
         let t = try reader.slices(of: p.tensor, indices: [index]).reshaped([reader.rowCount, source.storedWidth])
         lock.lock()
-        if projectionCache.count >= 8 { projectionCache.removeAll() }
+        if projectionCache.count >= 4 { projectionCache.removeAll() }          // [N, d] each: a few components
         projectionCache[k] = t
         lock.unlock()
         return t
@@ -553,13 +559,14 @@ public final class Explorer: @unchecked Sendable {
     /// contribution along t̂, upsampled to the model's input and coloured over the preprocessed image.
     public func heatmapPNG(row: Int, text: String, components chosen: [Int]) throws -> [UInt8] {
         try checkRow(row)
-        guard let model = heatmapModel else {
-            throw ExplorerError.unavailable(RunComponents.isTimm(reader)
-                ? "heatmaps are drawn for CLIP runs; for timm runs use refract heatmap --align"
-                : "heatmaps need the run's CLIP model (refract serve --model M)")
-        }
         guard !chosen.isEmpty else { throw ExplorerError.badRequest("choose at least one head component") }
         guard chosen.count <= 256 else { throw ExplorerError(413, "\(chosen.count) components; at most 256") }
+        if let timmModel, let alignment { return try timmHeatmapPNG(row: row, text: text, components: chosen, model: timmModel, alignment: alignment) }
+        guard let model = heatmapModel else {
+            throw ExplorerError.unavailable(RunComponents.isTimm(reader)
+                ? "heatmaps of a timm run need a faithful run, its model, its alignment and that alignment's CLIP (refract serve --align ALIGN)"
+                : "heatmaps need the run's CLIP model (refract serve --model M)")
+        }
         var members: [(Int, Int)] = []
         for k in chosen {
             try checkComponent(k)
@@ -583,6 +590,37 @@ public final class Explorer: @unchecked Sendable {
         let heatmap = try TokenHeatmap(tokenSums: image.tokenSums!, tokens: arch.visionTokens,
                                        directions: Tensor(shape: [1, t.count], data: t))
         let map = TokenHeatmaps.upsampleBilinear(heatmap.map(0), size: heatmap.grid, factor: arch.patchSize)
+        let figure = SegmentFigures.heatmapFigure(picture: SegmentFigures.picture(pixels[0], preprocessing: model.preprocessing),
+                                                  maps: [map], titles: [text])
+        return try PNGEncoder.encode(figure)
+    }
+
+    /// A timm run's heatmap: the chosen heads' per-token terms through their maps, along t̂
+    /// (`refract heatmap --align`), drawn over the model's preprocessed image.
+    func timmHeatmapPNG(row: Int, text: String, components chosen: [Int], model: TimmModel, alignment: Alignment) throws -> [UInt8] {
+        for k in chosen { try checkComponent(k) }
+        if let k = chosen.first(where: { components[$0].kind != .head }) {
+            throw ExplorerError(422, "component \(k) (\(components[k].name)) is not an attention head: heatmaps are of heads' token terms")
+        }
+        let t = try direction(text)
+        let plan: TimmHeatmapPlan
+        do {
+            plan = try TimmHeatmaps.plan(model: model, weightsSHA256: reader.manifest.model.weightsSHA256, alignment: alignment,
+                                         components: chosen.map { components[$0].name })
+        } catch let e as HeatmapError {
+            throw ExplorerError(422, e.message)
+        }
+        let url = URL(fileURLWithPath: reader.rowImages[row].path)
+        let pixels: [Tensor]
+        do { pixels = try model.preprocessFiles([url]) } catch {
+            throw ExplorerError(422, "image row \(row) (\(url.lastPathComponent)) cannot be read: \(error)")
+        }
+        let size = pixels[0].shape[2]
+        guard size % plan.grid == 0 else { throw ExplorerError(422, "the input size \(size) is not a multiple of the \(plan.grid)x\(plan.grid) grid") }
+        let folded = TimmHeatmaps.folded(alignment.maps, components: plan.components, directions: Tensor(shape: [1, t.count], data: t))
+        let heatmap = try TimmHeatmaps.heatmap(plan.decomposer(pixels), image: 0, components: plan.components, folded: folded,
+                                               grid: plan.grid, prefixTokens: plan.prefixTokens)
+        let map = TokenHeatmaps.upsampleBilinear(heatmap.map(0), size: plan.grid, factor: size / plan.grid)
         let figure = SegmentFigures.heatmapFigure(picture: SegmentFigures.picture(pixels[0], preprocessing: model.preprocessing),
                                                   maps: [map], titles: [text])
         return try PNGEncoder.encode(figure)

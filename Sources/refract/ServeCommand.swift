@@ -11,6 +11,7 @@ import RefractServe
 import RefractStore
 import RefractTensor
 import RefractTextSpan
+import RefractTimm
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -50,10 +51,15 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         var clip: CLIP?
+        var timmModel: TimmModel?
         if !noText {
             do {
                 if let alignment {
                     clip = try await AlignmentCLIP.load(alignment, spec: model, option: "--model", threads: threads).0
+                    // The run's own model, for heatmaps (its weights checked against the run's).
+                    do { timmModel = try await RunModel.loadAny(for: reader) as? TimmModel } catch {
+                        note("no heatmaps: the run's model \(reader.manifest.model.id) could not be loaded (\(error))")
+                    }
                 } else if !RunComponents.isTimm(reader) {
                     clip = try await RunModel.load(for: reader, spec: model)
                 }
@@ -67,7 +73,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let bar = ProgressBar(label: "start-up pass")
         let explorer = try Explorer(reader: reader, alignment: alignment, textspan: report, clip: clip, heatmaps: clip != nil,
-                                    progress: { bar.update(done: $0, total: $1) })
+                                    timmModel: timmModel, progress: { bar.update(done: $0, total: $1) })
         bar.finish()
         let shownHost = host.contains(":") ? "[\(host)]" : host
         try await ExplorerServer.run(explorer, host: host, port: port) { actual in
