@@ -5,6 +5,9 @@
 # "tests: N passed, N failed, N skipped" over all runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Beyond the build: Chromium and its WebDriver for the explorer's end-to-end browser test
+# (ExplorerBrowserTests), wrk for its bounded load test (ExplorerLoadTests); both skip without them.
+extra_packages=(chromium chromium-driver wrk)
 source scripts/setup.sh
 swift build --build-tests
 

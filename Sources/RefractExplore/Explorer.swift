@@ -70,8 +70,8 @@ public struct ExplorerRunInfo: Codable, Sendable, Equatable {
 
 public struct ExplorerDescription: Codable, Sendable, Equatable {
     public var text: String
-    /// Fraction of the component's variance the description's direction explained (TextSpan).
-    public var variance: Double
+    /// Fraction (0...1) of the component's variance the description's direction explained (TextSpan).
+    public var varianceExplained: Double
 }
 
 public struct ExplorerComponent: Codable, Sendable, Equatable {
@@ -336,7 +336,7 @@ public final class Explorer: @unchecked Sendable {
             let head = report.heads.first { h in
                 h.component.map { $0 == info.name } ?? (info.kind == .head && h.layer == info.block && h.head == info.head)
             }
-            descriptions = head?.descriptions.map { ExplorerDescription(text: $0.text, variance: $0.varianceExplained) }
+            descriptions = head?.descriptions.map { ExplorerDescription(text: $0.text, varianceExplained: $0.varianceExplained) }
         }
         return ExplorerComponent(index: k, name: info.name, kind: info.kind.rawValue, block: info.block, head: info.head,
                                  variance: variances[k], share: sum > 0 ? variances[k] / sum : 0, constant: constant[k],
@@ -396,7 +396,8 @@ public final class Explorer: @unchecked Sendable {
         return u
     }
 
-    /// Every component ranked by the variance of its contribution along the text, highest first.
+    /// Every component (but the constants) ranked by the variance of its contribution along the text,
+    /// highest first.
     public func rank(text: String, top: Int) throws -> ExplorerRanking {
         try Self.checkTop(top)
         return ExplorerRanking(text: text, components: try rank(direction: try direction(text), top: top))
@@ -409,7 +410,7 @@ public final class Explorer: @unchecked Sendable {
         guard t.count == width else { throw ExplorerError.badRequest("a direction of width \(t.count); the components' is \(width)") }
         let d = source.storedWidth
         var out: [ExplorerRanked] = []
-        for k in components.indices {
+        for k in components.indices where !constant[k] {                                    // a constant has no variance to rank
             let u = storedDirection(t, component: k)
             var y = [Float](repeating: 0, count: d)                                         // Σ_c u [d]
             covariances[k].withUnsafeBufferPointer { s in
@@ -470,8 +471,10 @@ public final class Explorer: @unchecked Sendable {
             let high = proj.map(\.1).max() ?? 0, low = proj.map(\.1).min() ?? 0
             if -low > high { proj = proj.map { ($0.0, -$0.1) } }
             let sorted = proj.sorted { ($0.1, -$0.0) > ($1.1, -$1.0) }
-            let top = sorted.prefix(images).map { ExplorerRowValue(row: $0.0, value: $0.1) }
-            let bottom = sorted.suffix(images).reversed().map { ExplorerRowValue(row: $0.0, value: $0.1) }
+            // The images furthest along the direction and furthest against it (a small run has fewer
+            // than twice `images` rows: each end then keeps its own sign).
+            let top = sorted.filter { $0.1 > 0 }.prefix(images).map { ExplorerRowValue(row: $0.0, value: $0.1) }
+            let bottom = sorted.filter { $0.1 < 0 }.suffix(images).reversed().map { ExplorerRowValue(row: $0.0, value: $0.1) }
             out.append(ExplorerDirection(rank: r + 1, variance: Double(value), share: own > 0 ? Double(value) / own : 0,
                                          top: Array(top), bottom: Array(bottom)))
         }

@@ -780,14 +780,12 @@ enum ExplorerPages {
         const descriptions = Array.isArray(c.descriptions) ? c.descriptions : null;
         let descriptionContent;
         if (descriptions && descriptions.length) {
-          const max = maxOf(descriptions, (d) => d.variance);
+          // varianceExplained: the fraction (0...1) of the component's variance the description explained.
           descriptionContent = h('ol', { class: 'bars descriptions', id: 'descriptions' }, descriptions.map((d) =>
             h('li', { class: 'bar-row' },
               h('span', { class: 'bar-label description-text' }, d.text),
-              bar(d.variance, max),
-              h('span', { class: 'bar-value' }, fmtNum(d.variance),
-                isNum(c.variance) && c.variance > 0 && isNum(d.variance)
-                  ? h('span', { class: 'muted' }, ` · ${fmtPct(d.variance / c.variance)}`) : null))));
+              bar(d.varianceExplained, 1),
+              h('span', { class: 'bar-value' }, isNum(d.varianceExplained) ? `${fmtPct(d.varianceExplained)} of its variance` : '—'))));
         } else {
           descriptionContent = h('p', { class: 'status', id: 'descriptions' },
             run.textspan ? 'No TextSpan descriptions for this component.' : 'TextSpan has not labelled this run.');
