@@ -230,7 +230,7 @@ extension CLITests {
 
     /// Waits for `refract serve`'s line "serving RUN at http://HOST:PORT/ (Ctrl-C to stop)" and
     /// returns the run's path and the port.
-    func waitForServeLine(_ server: Started, clock: TestClock, timeout: TimeInterval = 60) throws -> (run: String, port: Int) {
+    func waitForServeLine(_ server: Started, clock: TestClock, host: String = "127.0.0.1", timeout: TimeInterval = 60) throws -> (run: String, port: Int) {
         try clock.wait("refract serve to print its address", timeout: timeout) {
             guard server.process.isRunning else {
                 let err = (try? String(contentsOf: server.stderr, encoding: .utf8)) ?? ""
@@ -238,7 +238,7 @@ extension CLITests {
             }
             let out = (try? String(contentsOf: server.stdout, encoding: .utf8)) ?? ""
             guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("serving ") && $0.hasSuffix(" (Ctrl-C to stop)") }),
-                  let at = line.range(of: " at http://127.0.0.1:", options: .backwards) else { return nil }
+                  let at = line.range(of: " at http://\(host):", options: .backwards) else { return nil }
             let run = String(line[line.index(line.startIndex, offsetBy: "serving ".count)..<at.lowerBound])
             guard let port = Int(line[at.upperBound...].prefix(while: \.isNumber)) else { return nil }
             return (run, port)
