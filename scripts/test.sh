@@ -13,7 +13,7 @@ swift build --build-tests
 
 # Test targets whose results go through BLAS (GEMMs, LAPACK): parity with the reference
 # libraries, decompositions and their sums, token sums, TextSpan, retrieval, ablation studies.
-numeric_targets="RefractTensorTests|RefractCLIPTests|RefractTimmTests|RefractDecomposeTests|RefractAlignTests|RefractSegmentTests|RefractTextSpanTests|RefractRetrieveTests|RefractSpuriousTests"
+numeric_targets="RefractTensorTests|RefractCLIPTests|RefractTimmTests|RefractDecomposeTests|RefractAlignTests|RefractSegmentTests|RefractTextSpanTests|RefractRetrieveTests|RefractSpuriousTests|RefractExploreTests"
 
 total_passed=0 total_failed=0 total_skipped=0 status=0
 log=$(mktemp)
