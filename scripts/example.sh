@@ -114,3 +114,6 @@ echo "  spurious/ (spurious.json, spurious.md); timm (Swin): swin_features.npy, 
 echo "  swin-run-npy/ (components.npy + components.json), swin-ablation/, swin-align/ (CompAlign maps,"
 echo "  manifest.json, loss.png), swin-textspan/, swin-score/ (score.json/md/html), swin-retrieve/,"
 echo "  swin-probe/ (a linear probe), swin-spurious/"
+echo
+echo "Explore the run in a browser (a local web page, offline; Ctrl-C to stop):"
+echo "  $bin serve --run $out/run --textspan $out/textspan"
