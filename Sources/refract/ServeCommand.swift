@@ -30,7 +30,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "timm runs: the alignment (refract align) that puts the components into CLIP space.") var align: String?
     @Option(name: .long, help: "The CLIP model for texts (default: the run's model, or the alignment's CLIP).") var model: String?
     @Flag(name: .long, help: "Start without a text model (no ranking by text, contributions or heatmaps).") var noText = false
-    @Option(name: .long, help: "Address to listen on (default 127.0.0.1: this machine only).") var host = "127.0.0.1"
+    @Option(name: .long, help: "Address to listen on (127.0.0.1: this machine only; any other is served with a warning).") var host = "127.0.0.1"
     @Option(name: .long, help: "Port (0: any free one; the address is printed).") var port = 8080
     @Option(name: .long, help: "BLAS threads.") var threads: Int?
 
@@ -76,6 +76,17 @@ struct ServeCommand: AsyncParsableCommand {
                                     timmModel: timmModel, progress: { bar.update(done: $0, total: $1) })
         bar.finish()
         let shownHost = host.contains(":") ? "[\(host)]" : host
+        do {
+            try await serve(explorer, shownHost: shownHost, reader: reader)
+        } catch let e as CancellationError {
+            throw e
+        } catch {
+            let reason = "\(error)".contains("Address already in use") ? "the address is already in use" : "\(error)"
+            throw ServeError(description: "cannot serve on \(shownHost):\(port): \(reason); choose another --port (0 picks a free one)")
+        }
+    }
+
+    func serve(_ explorer: Explorer, shownHost: String, reader: StoreReader) async throws {
         try await ExplorerServer.run(explorer, host: host, port: port) { actual in
             // The line scripts wait for: the address, with the port actually bound.
             FileHandle.standardOutput.write(Data("serving \(reader.run.path) at http://\(shownHost):\(actual)/ (Ctrl-C to stop)\n".utf8))
@@ -84,3 +95,5 @@ struct ServeCommand: AsyncParsableCommand {
 
     func note(_ text: String) { FileHandle.standardError.write(Data((text + "\n").utf8)) }
 }
+
+struct ServeError: Error, CustomStringConvertible { var description: String }

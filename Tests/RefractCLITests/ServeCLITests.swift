@@ -20,6 +20,10 @@ extension CLITests {
         let port = try waitForServeLine(server, clock: clock, host: "0.0.0.0").port
         let warning = (try? String(contentsOf: server.stderr, encoding: .utf8)) ?? ""
         XCTAssertTrue(warning.contains("warning: listening on 0.0.0.0"), warning)
+        // A second server on the same address: a clear refusal, not a stack of NIO's words.
+        r = try refract(["serve", "--run", run, "--no-text", "--host", "0.0.0.0", "--port", String(port)])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("cannot serve on 0.0.0.0:\(port): the address is already in use; choose another --port"), r.stderr)
         let info = try XCTUnwrap(try LoopbackHTTP.json(port: port, path: "/api/run").value as? [String: Any])
         XCTAssertEqual(info["family"] as? String, "timm")
         XCTAssertEqual(info["aligned"] as? Bool, true)
