@@ -439,9 +439,14 @@ public final class Explorer: @unchecked Sendable {
         lock.unlock()
         let p = layout[k]
         let shape = try reader.spec(p.tensor).shape.dropLast()
-        var index: [Int] = [], rest = p.slot
-        for extent in shape.reversed() { index.insert(rest % extent, at: 0); rest /= extent }
-        let t = try reader.slices(of: p.tensor, indices: [index]).reshaped([reader.rowCount, source.storedWidth])
+        let t: Tensor
+        if shape.isEmpty {                                                                  // [D] per image (pre, readout_bias): the tensor itself
+            t = try reader.tensor(p.tensor).reshaped([reader.rowCount, source.storedWidth])
+        } else {
+            var index: [Int] = [], rest = p.slot
+            for extent in shape.reversed() { index.insert(rest % extent, at: 0); rest /= extent }
+            t = try reader.slices(of: p.tensor, indices: [index]).reshaped([reader.rowCount, source.storedWidth])
+        }
         lock.lock()
         if projectionCache.count >= 4 { projectionCache.removeAll() }          // [N, d] each: a few components
         projectionCache[k] = t

@@ -45,6 +45,12 @@ extension CLITests {
         let heat = try LoopbackHTTP.get(port: port, path: "/api/images/0/heatmap?text=a%20dog&components=\(heads.map(String.init).joined(separator: ","))")
         XCTAssertEqual(heat.status, 200, heat.text)
         XCTAssertEqual(Array(heat.body.prefix(4)), [0x89, 0x50, 0x4E, 0x47])
+        // Every component's page and neighbours answer (init, heads, MLPs, constants alike).
+        for c in components {
+            let k = try XCTUnwrap(c["index"] as? Int)
+            XCTAssertEqual(try LoopbackHTTP.get(port: port, path: "/api/components/\(k)").status, 200, "\(c)")
+            XCTAssertEqual(try LoopbackHTTP.get(port: port, path: "/api/components/\(k)/neighbors?row=0&top=2").status, 200, "\(c)")
+        }
         let notHead = try XCTUnwrap(components.first { $0["kind"] as? String == "init" }?["index"] as? Int)
         XCTAssertEqual(try LoopbackHTTP.get(port: port, path: "/api/images/0/heatmap?text=dog&components=\(notHead)").status, 422)
 

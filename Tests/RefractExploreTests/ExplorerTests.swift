@@ -112,6 +112,13 @@ final class ExplorerTests: XCTestCase {
             XCTAssertTrue(dir.top.allSatisfy { $0.value > 0 } && dir.bottom.allSatisfy { $0.value < 0 })
             XCTAssertEqual(dir.bottom.map(\.value), dir.bottom.map(\.value).sorted())
         }
+        // Every component's page answers (every stored tensor's slices: pre, MLPs, heads, biases).
+        for c in list {
+            let page = try explorer.component(c.index)
+            XCTAssertEqual(page.component, c)
+            XCTAssertEqual(page.directions.isEmpty, c.constant, c.name)
+            XCTAssertEqual(try explorer.neighbors(component: c.index, row: 0, top: 3).neighbors.count, 3, c.name)
+        }
         let near = try explorer.neighbors(component: k, row: 1, top: 10)
         XCTAssertEqual(near.neighbors.count, 3)
         XCTAssertFalse(near.neighbors.contains { $0.row == 1 })
