@@ -125,8 +125,7 @@ public enum DecomposeRun {
         let ranges = writer.shardRanges
         let own = writer.manifest.ownShards
         let total = own.reduce(0) { $0 + ranges[$1].count }
-        var done = own.lowerBound < writer.pendingShards.lowerBound
-            ? (own.lowerBound..<writer.pendingShards.lowerBound).reduce(0) { $0 + ranges[$1].count } : 0
+        var done = (own.lowerBound..<writer.pendingShards.lowerBound).reduce(0) { $0 + ranges[$1].count }   // resumed
         var written = 0
         progress?(done, total)
         for shard in writer.pendingShards {

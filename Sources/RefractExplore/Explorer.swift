@@ -386,14 +386,27 @@ public final class Explorer: @unchecked Sendable {
         return e
     }
 
-    /// u_c = W_c·t (stored space) for component `k`, or t itself for a CLIP run.
-    func storedDirection(_ t: [Float], component k: Int) -> [Float] {
-        guard let maps = alignment?.maps else { return t }
-        let d = maps.width, e = maps.clipWidth
-        let w = Self.mapWeights(maps, k)                                                         // [d, D]
-        var u = [Float](repeating: 0, count: d)
-        for i in 0..<d { var s: Float = 0; for j in 0..<e { s += w[i * e + j] * t[j] }; u[i] = s }
+    /// u_c = W_c·t (stored space) for every component, [C, d] row-major, by one GEMM over the maps
+    /// [C·d, D]; nil for a CLIP run (u_c = t).
+    func storedDirections(_ t: [Float]) -> [Float]? {
+        guard let maps = alignment?.maps else { return nil }
+        let rows = maps.components * maps.width
+        var u = [Float](repeating: 0, count: rows)
+        maps.weights.withUnsafeBufferPointer { w in
+            t.withUnsafeBufferPointer { tp in
+                u.withUnsafeMutableBufferPointer { up in
+                    BLAS.sgemm(.none, .none, m: rows, n: 1, k: maps.clipWidth, a: w.baseAddress!, lda: maps.clipWidth,
+                               b: tp.baseAddress!, ldb: 1, c: up.baseAddress!, ldc: 1)
+                }
+            }
+        }
         return u
+    }
+
+    /// Component `k`'s u_c from `storedDirections` (or t for a CLIP run).
+    func direction(of k: Int, _ all: [Float]?, _ t: [Float]) -> ArraySlice<Float> {
+        let d = source.storedWidth
+        return all.map { $0[(k * d)..<((k + 1) * d)] } ?? t[...]
     }
 
     /// Every component (but the constants) ranked by the variance of its contribution along the text,
@@ -410,8 +423,9 @@ public final class Explorer: @unchecked Sendable {
         guard t.count == width else { throw ExplorerError.badRequest("a direction of width \(t.count); the components' is \(width)") }
         let d = source.storedWidth
         var out: [ExplorerRanked] = []
+        let all = storedDirections(t)
         for k in components.indices where !constant[k] {                                    // a constant has no variance to rank
-            let u = storedDirection(t, component: k)
+            let u = Array(direction(of: k, all, t))
             var y = [Float](repeating: 0, count: d)                                         // Σ_c u [d]
             covariances[k].withUnsafeBufferPointer { s in
                 u.withUnsafeBufferPointer { up in
@@ -526,12 +540,13 @@ public final class Explorer: @unchecked Sendable {
         let t = try direction(text)
         let d = source.storedWidth, c = components.count
         var values = [Double](repeating: 0, count: c)
+        let all = storedDirections(t)
         for (name, slots) in zip(source.tensors, source.slots) {
             let x = try reader.tensor(name, rows: row..<(row + 1)).data                          // [slots · d]
             for (slot, k) in slots.enumerated() {
-                let u = storedDirection(t, component: k)
+                let u = direction(of: k, all, t)
                 var s = 0.0
-                for j in 0..<d { s += Double(x[slot * d + j]) * Double(u[j]) }
+                for (j, uj) in u.enumerated() { s += Double(x[slot * d + j]) * Double(uj) }
                 values[k] = s
             }
         }
